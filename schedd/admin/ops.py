@@ -1,0 +1,321 @@
+"""The admin operations: what each request does, and the JSON it answers with.
+
+Field names here are the stable scripting surface (``schedctl --json`` prints them unchanged,
+``docs/admin-protocol.md`` lists them): add fields, never rename them. Times are given as UTC
+RFC 3339 strings with milliseconds (``*_at``) and durations as integer milliseconds (``*_ms``).
+
+Reads go to the store's reader connection, so they never wait behind a commit; ``wait`` blocks on
+change events, not by polling.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from schedd import __version__
+from schedd.admin.protocol import Peer, Request, check_args
+from schedd.clock import Clock
+from schedd.config import Config
+from schedd.dispatcher import Dispatcher
+from schedd.errors import InvalidArgument, NotFound
+from schedd.events import FiringEvents
+from schedd.keys import format_instant
+from schedd.model import (
+    FINAL_STATES,
+    CronSpec,
+    FiringState,
+    IntervalSpec,
+    OnceSpec,
+    ScheduleSpec,
+    policies_to_json,
+    task_to_json,
+)
+from schedd.runner import Runner
+from schedd.store.contract import Store
+from schedd.store.records import FiringRecord, RunRecord, ScheduleRecord
+from schedd.timer import Timer
+from schedd.triggers import make_trigger, occurrences
+
+MAX_PAGE = 1000
+MAX_WAIT_MS = 3_600_000
+
+
+@dataclass
+class DaemonView:
+    """What the operations may look at: the daemon's parts, read-only by convention."""
+
+    config: Config
+    store: Store
+    timer: Timer
+    runner: Runner
+    dispatcher: Dispatcher
+    events: FiringEvents
+    clock: Clock
+    started_wall_ms: int
+    started_mono_ms: int
+
+
+def _at(ms: int | None) -> str | None:
+    return None if ms is None else format_instant(ms)
+
+
+def _int_arg(args: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidArgument(f"{name}: expected an integer from {lo} to {hi}, got {value!r}")
+    return value
+
+
+def _str_arg(args: Mapping[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{name}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def trigger_summary(spec: ScheduleSpec) -> dict[str, Any]:
+    match spec.trigger:
+        case CronSpec(expr, tz):
+            return {"kind": "cron", "cron": expr, "timezone": tz}
+        case IntervalSpec(every_ms, anchor_ms):
+            return {"kind": "every", "every_ms": every_ms, "anchor_at": _at(anchor_ms)}
+        case OnceSpec(at_ms):
+            return {"kind": "at", "at": _at(at_ms)}
+
+
+def _zone(spec: ScheduleSpec) -> str:
+    return spec.trigger.timezone if isinstance(spec.trigger, CronSpec) else "UTC"
+
+
+def schedule_json(rec: ScheduleRecord) -> dict[str, Any]:
+    spec = rec.spec
+    return {
+        "name": spec.name,
+        "source": spec.source.value,
+        "trigger": trigger_summary(spec),
+        "timezone": _zone(spec),
+        "paused": rec.paused,
+        "next_fire_at": _at(rec.next_fire_ms),
+        "next_due_at": _at(rec.next_due_ms),
+        "fired_through_at": _at(rec.fired_through_ms),
+        "last_state": rec.last_state,
+        "last_finished_at": _at(rec.last_finished_ms),
+        "lane": spec.lane,
+    }
+
+
+def firing_json(f: FiringRecord) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "key": f.key,
+        "schedule": f.schedule,
+        "scheduled_for": format_instant(f.scheduled_for_ms),
+        "due_at": format_instant(f.due_ms),
+        "state": f.state.value,
+        "attempt": f.attempt,
+        "crashes": f.crashes,
+        "lane": f.lane,
+        "reason": f.reason,
+        "updated_at": format_instant(f.updated_ms),
+    }
+
+
+def run_json(r: RunRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": r.id,
+        "key": r.key,
+        "schedule": r.schedule,
+        "attempt": r.attempt,
+        "state": r.state,
+        "pid": r.process.pid if r.process else None,
+        "started_at": format_instant(r.started_ms),
+        "ended_at": _at(r.ended_ms),
+        "duration_ms": None if r.ended_ms is None else r.ended_ms - r.started_ms,
+        "exit_code": r.exit_code,
+        "signal": r.signal,
+        "reason": r.reason,
+        "output_bytes": r.output_bytes,
+        "output_truncated": r.output_truncated,
+    }
+    if r.output is not None:
+        out["output"] = r.output.decode("utf-8", errors="replace")
+    return out
+
+
+Op = Callable[["AdminOps", Mapping[str, Any]], Awaitable[Any]]
+
+
+class AdminOps:
+    def __init__(self, view: DaemonView) -> None:
+        self.v = view
+
+    async def handle(self, request: Request, peer: Peer) -> Any:
+        entry = _OPS.get(request.op)
+        if entry is None:
+            known = ", ".join(sorted(_OPS))
+            raise InvalidArgument(f"op: unknown operation {request.op!r} (known: {known})")
+        required, optional, fn = entry
+        check_args(request.args, required=required, optional=optional)
+        return await fn(self, request.args)
+
+    async def status(self, args: Mapping[str, Any]) -> Any:
+        v = self.v
+        info = await v.store.info()
+        now = v.clock.wall_ms()
+        jumps = v.timer.jumps
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": format_instant(v.started_wall_ms),
+            "uptime_ms": v.clock.monotonic_ms() - v.started_mono_ms,
+            "now": format_instant(now),
+            "config": {"path": str(v.config.path), "sha256": v.config.sha256},
+            "store": {
+                "path": info.path,
+                "size_bytes": info.size_bytes,
+                "wal_bytes": info.wal_bytes,
+                "schema_version": info.schema_version,
+                "synchronous": info.synchronous,
+                "sqlite_version": info.sqlite_version,
+            },
+            "schedules": await v.store.count_schedules(),
+            "wheel": {"handles": len(v.timer)},
+            "queue": {"ready": v.runner.queued, "running": v.runner.busy},
+            "workers": {"max": v.runner.capacity, "busy": v.runner.busy},
+            "firings": {
+                "unfinished": await v.store.count_firings(
+                    [FiringState.COMMITTED, FiringState.RUNNING]
+                ),
+                "committed_total": v.dispatcher.committed,
+                "runs_started": v.runner.started,
+                "runs_finished": v.runner.finished,
+            },
+            "last_firing_at": _at(v.dispatcher.last_fired_wall_ms),
+            "clock": {
+                "jumps": jumps.count,
+                "last_jump_ms": jumps.last_ms,
+                "last_jump_at": _at(jumps.last_at_wall_ms),
+            },
+        }
+
+    async def schedules_list(self, args: Mapping[str, Any]) -> Any:
+        limit = _int_arg(args, "limit", MAX_PAGE, 1, MAX_PAGE)
+        after = args.get("after")
+        if after is not None and not isinstance(after, str):
+            raise InvalidArgument(f"after: expected a schedule name, got {after!r}")
+        recs = await self.v.store.list_schedules(limit=limit, after_name=after)
+        return {
+            "schedules": [schedule_json(r) for r in recs],
+            "next": recs[-1].spec.name if len(recs) == limit else None,
+        }
+
+    async def schedules_show(self, args: Mapping[str, Any]) -> Any:
+        rec = await self.v.store.get_schedule(_str_arg(args, "name"))
+        count = _int_arg(args, "next", 5, 0, 1000)
+        spec = rec.spec
+        zone = ZoneInfo(_zone(spec))
+        upcoming: list[int] = []
+        if rec.next_fire_ms is not None and count:
+            upcoming = [rec.next_fire_ms]
+            upcoming += occurrences(make_trigger(spec.trigger), rec.next_fire_ms, count - 1)
+        out = schedule_json(rec)
+        out.update(
+            task=task_to_json(spec.task),
+            policies=policies_to_json(spec.policies),
+            jitter_ms=(rec.next_due_ms - rec.next_fire_ms)
+            if rec.next_due_ms is not None and rec.next_fire_ms is not None
+            else None,
+            next=[
+                {
+                    "utc": format_instant(ms),
+                    "local": datetime.fromtimestamp(ms / 1000, tz=UTC)
+                    .astimezone(zone)
+                    .isoformat(timespec="seconds"),
+                }
+                for ms in upcoming
+            ],
+        )
+        return out
+
+    async def runs_list(self, args: Mapping[str, Any]) -> Any:
+        limit = _int_arg(args, "limit", 50, 1, MAX_PAGE)
+        before = args.get("before")
+        if before is not None:
+            before = _int_arg(args, "before", 0, 1, 2**62)
+        schedule = args.get("schedule")
+        if schedule is not None:
+            schedule = _str_arg(args, "schedule")
+        runs = await self.v.store.list_runs(schedule=schedule, limit=limit, before_id=before)
+        return {
+            "runs": [run_json(r) for r in runs],
+            "next": runs[-1].id if len(runs) == limit else None,
+        }
+
+    async def runs_show(self, args: Mapping[str, Any]) -> Any:
+        return run_json(await self.v.store.get_run(_int_arg(args, "id", 0, 1, 2**62)))
+
+    async def firings_show(self, args: Mapping[str, Any]) -> Any:
+        return firing_json(await self.v.store.get_firing(_str_arg(args, "key")))
+
+    async def wait(self, args: Mapping[str, Any]) -> Any:
+        """Block until a firing (``key``) reaches one of ``states`` (default: any final state),
+        or until a schedule has ``count`` firings in a final state; answer with ``done``."""
+        timeout = _int_arg(args, "timeout_ms", 30_000, 0, MAX_WAIT_MS)
+        deadline = self.v.clock.monotonic_ms() + timeout
+        store = self.v.store
+        if ("key" in args) == ("schedule" in args):
+            raise InvalidArgument("wait: give exactly one of key or schedule")
+        if "key" in args:
+            key = _str_arg(args, "key")
+            states = _states_arg(args)
+            seen: dict[str, FiringRecord] = {}
+
+            async def firing_done() -> bool:
+                try:
+                    seen["f"] = await store.get_firing(key)
+                except NotFound:  # not submitted yet: keep waiting
+                    return False
+                return seen["f"].state in states
+
+            done = await self.v.events.wait_until(key, None, firing_done, deadline_mono_ms=deadline)
+            return {"done": done, "firing": firing_json(seen["f"]) if "f" in seen else None}
+        schedule = _str_arg(args, "schedule")
+        count = _int_arg(args, "count", 1, 1, 1_000_000)
+        finals = sorted(FINAL_STATES)
+        got: dict[str, int] = {"n": 0}
+
+        async def enough() -> bool:
+            got["n"] = await store.count_firings_of(schedule, finals)
+            return got["n"] >= count
+
+        done = await self.v.events.wait_until(None, schedule, enough, deadline_mono_ms=deadline)
+        return {"done": done, "finished": got["n"]}
+
+
+def _states_arg(args: Mapping[str, Any]) -> frozenset[FiringState]:
+    raw = args.get("states")
+    if raw is None:
+        return FINAL_STATES
+    if not isinstance(raw, list) or not raw:
+        raise InvalidArgument(f"states: expected a non-empty list of states, got {raw!r}")
+    try:
+        return frozenset(FiringState(s) for s in raw)
+    except ValueError:
+        valid = ", ".join(s.value for s in FiringState)
+        raise InvalidArgument(f"states: unknown state in {raw!r} (valid: {valid})") from None
+
+
+_OPS: dict[str, tuple[set[str], set[str], Op]] = {
+    "status": (set(), set(), AdminOps.status),
+    "schedules.list": (set(), {"limit", "after"}, AdminOps.schedules_list),
+    "schedules.show": ({"name"}, {"next"}, AdminOps.schedules_show),
+    "runs.list": (set(), {"schedule", "limit", "before"}, AdminOps.runs_list),
+    "runs.show": ({"id"}, set(), AdminOps.runs_show),
+    "firings.show": ({"key"}, set(), AdminOps.firings_show),
+    "wait": (set(), {"key", "schedule", "states", "count", "timeout_ms"}, AdminOps.wait),
+}

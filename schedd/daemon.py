@@ -1,0 +1,165 @@
+"""The composition root: start-up, serving, and shutdown, written once and in order.
+
+Start-up order carries the guarantees:
+
+1. lock the store (a second daemon fails here, naming the holder's pid);
+2. open and migrate the store;
+3. **recover**: close runs left ``running`` by a crash as ``lost``, kill their surviving process
+   groups (identity-checked, so a reused pid is never hit), and move every unfinished firing back
+   to ``committed`` with attempt + 1 — before anything can start a second run of the same key;
+4. reconcile the config's schedules into the store;
+5. start the runner, re-queue the recovered firings, open the admin socket, start dispatching;
+6. only then report ``READY=1`` to systemd.
+
+Shutdown (SIGTERM/SIGINT): stop producing firings first, then give running tasks
+``[daemon] shutdown_grace`` to finish, kill what remains, close the socket and the store, exit 0.
+Signal handlers only set an event; the main coroutine acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from functools import partial
+
+from schedd import __version__
+from schedd.admin.ops import AdminOps, DaemonView
+from schedd.admin.server import AdminServer
+from schedd.clock import Clock
+from schedd.config import Config
+from schedd.dispatcher import Dispatcher
+from schedd.events import FiringEvents
+from schedd.planner import initial_marks
+from schedd.runner import Runner
+from schedd.sdnotify import Notifier
+from schedd.statelock import StateLock
+from schedd.store.sqlite import SqliteStore
+from schedd.timer import Timer
+from schedd.workers.procs import ProcessIdentity, kill_group_if_ours
+
+log = logging.getLogger("schedd")
+
+RESUME_PAGE = 1000
+
+
+async def serve(config: Config, clock: Clock, *, notifier: Notifier | None = None) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    notifier = notifier or Notifier()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    lock = StateLock(config.store.path.with_name(config.store.path.name + ".lock"))
+    lock.acquire()
+    store = SqliteStore(
+        config.store.path,
+        synchronous=config.store.synchronous,
+        busy_timeout_ms=config.store.busy_timeout_ms,
+    )
+    try:
+        await store.open()
+        await _run(config, clock, store, notifier, stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await store.close()
+        lock.release()
+
+
+async def _run(
+    config: Config, clock: Clock, store: SqliteStore, notifier: Notifier, stop: asyncio.Event
+) -> None:
+    started_wall, started_mono = clock.wall_ms(), clock.monotonic_ms()
+    lost = await store.recover(started_wall)
+    for run in lost:
+        if run.process is None:
+            continue
+        ident = ProcessIdentity(run.process.pid, run.process.pgid, run.process.start_ticks)
+        if kill_group_if_ours(ident):
+            log.warning(
+                "killed the leftover process group %d of %s before re-running it",
+                run.process.pgid,
+                run.key,
+            )
+    if lost:
+        log.warning("recovered %d run(s) in flight at the last stop; re-running them", len(lost))
+
+    summary = await store.reconcile(
+        config.schedules, initial=partial(initial_marks, now_ms=started_wall), now_ms=started_wall
+    )
+    log.info(
+        "config %s: %d schedule(s) added, %d changed, %d removed, %d unchanged",
+        config.path,
+        len(summary.added),
+        len(summary.changed),
+        len(summary.removed),
+        summary.unchanged,
+    )
+
+    events = FiringEvents(clock)
+    runner = Runner(
+        store,
+        clock,
+        events,
+        max_workers=config.workers.max,
+        output_tail_bytes=config.workers.output_tail_bytes,
+        env_allow=config.workers.env_allow,
+        inherited_env=os.environ,
+    )
+    timer = Timer(clock)
+    dispatcher = Dispatcher(store, timer, runner, events, clock, horizon_ms=config.store.horizon_ms)
+    resumed = await _resume(store, runner)
+    view = DaemonView(
+        config, store, timer, runner, dispatcher, events, clock, started_wall, started_mono
+    )
+    server = AdminServer(
+        config.admin.socket,
+        AdminOps(view).handle,
+        mode=config.admin.mode,
+        group=config.admin.group,
+        max_request_bytes=config.admin.max_request_bytes,
+        idle_timeout_ms=config.admin.idle_timeout_ms,
+        max_connections=config.admin.max_connections,
+        clock=clock,
+    )
+    await server.start()
+    runner.start()
+    dispatch_task = asyncio.create_task(dispatcher.run(), name="schedd-dispatch")
+    notifier.notify("READY=1", f"STATUS=serving {config.path} ({resumed} firing(s) resumed)")
+    log.info(
+        "schedd %s ready: pid %d, store %s, socket %s",
+        __version__,
+        os.getpid(),
+        config.store.path,
+        config.admin.socket,
+    )
+    try:
+        stop_wait = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({stop_wait, dispatch_task}, return_when=asyncio.FIRST_COMPLETED)
+        if dispatch_task.done() and not stop_wait.done():
+            stop_wait.cancel()
+            dispatch_task.result()  # the loop died: surface its exception
+    finally:
+        notifier.notify("STOPPING=1")
+        log.info("stopping: no new firings; letting running tasks finish")
+        dispatch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatch_task
+        await runner.stop(config.daemon.shutdown_grace_ms)
+        await server.close()
+        log.info("stopped")
+
+
+async def _resume(store: SqliteStore, runner: Runner) -> int:
+    """Queue every committed firing (recovered or never started), oldest first."""
+    after, total = 0, 0
+    while page := await store.unfinished(after_id=after, limit=RESUME_PAGE):
+        for firing in page:
+            runner.submit(firing.ticket())
+        after = page[-1].id
+        total += len(page)
+    return total

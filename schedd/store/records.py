@@ -1,0 +1,182 @@
+"""The rows the store hands out and takes in: plain, immutable data.
+
+They are the vocabulary of the store contract (``contract.py``), shared by every implementation,
+so a PostgreSQL store returns exactly the same shapes as the SQLite one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from schedd.model import FiringState, ScheduleSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRule:
+    """What the dispatcher reads inside its write transaction: rule and marks, never the payload."""
+
+    id: int
+    name: str
+    rule: dict[str, Any]
+    paused: bool
+    fired_through_ms: int | None
+    next_fire_ms: int | None
+    next_due_ms: int | None
+    payload_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    id: int
+    spec: ScheduleSpec
+    paused: bool
+    fired_through_ms: int | None
+    next_fire_ms: int | None
+    next_due_ms: int | None
+    created_ms: int
+    updated_ms: int
+    last_state: str | None
+    last_finished_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewFiring:
+    key: str
+    schedule_id: int | None
+    schedule: str
+    scheduled_for_ms: int
+    due_ms: int
+    state: FiringState
+    payload_id: int
+    lane: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePlan:
+    """The planner's verdict for one due schedule, applied atomically with its firings.
+
+    ``fired_through_ms`` is the new high-water mark: no occurrence at or before it is produced
+    again, so it only ever moves forward (the store refuses to move it back).
+    """
+
+    firings: tuple[NewFiring, ...]
+    fired_through_ms: int | None
+    next_fire_ms: int | None
+    next_due_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A committed firing on its way to a worker: ids and times, no payload (DESIGN §4)."""
+
+    firing_id: int
+    key: str
+    schedule_id: int | None
+    schedule: str
+    scheduled_for_ms: int
+    attempt: int
+    payload_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FiringRecord:
+    id: int
+    key: str
+    schedule_id: int | None
+    schedule: str
+    scheduled_for_ms: int
+    due_ms: int
+    state: FiringState
+    attempt: int
+    crashes: int
+    payload_id: int
+    lane: str
+    reason: str | None
+    created_ms: int
+    updated_ms: int
+
+    def ticket(self) -> Ticket:
+        return Ticket(
+            self.id,
+            self.key,
+            self.schedule_id,
+            self.schedule,
+            self.scheduled_for_ms,
+            self.attempt,
+            self.payload_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRef:
+    """Who a running run is, recorded so recovery can kill its leftovers (pid reuse-safe)."""
+
+    pid: int
+    pgid: int
+    start_ticks: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: int
+    firing_id: int
+    key: str
+    schedule: str
+    attempt: int
+    state: str
+    process: ProcessRef | None
+    started_ms: int
+    ended_ms: int | None
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    output: bytes | None
+    output_bytes: int
+    output_truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinish:
+    """A run's end, written together with its firing's next state in one transaction."""
+
+    run_id: int
+    firing_id: int
+    outcome: str
+    firing_state: FiringState
+    ended_ms: int
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    output: bytes
+    output_bytes: int
+    output_truncated: bool
+    crashed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredRun:
+    """An in-flight run found at start-up, so its surviving process group can be killed."""
+
+    run_id: int
+    key: str
+    process: ProcessRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileSummary:
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+    unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    path: str
+    size_bytes: int
+    wal_bytes: int
+    schema_version: int
+    synchronous: str
+    sqlite_version: str

@@ -1,0 +1,88 @@
+"""Schema and forward-only migrations, versioned by ``PRAGMA user_version``.
+
+Each migration is a list of statements applied in one transaction with the version bump, so a
+crash mid-migration leaves the old version intact. A store whose version is newer than the code
+is refused rather than guessed at: downgrading a daemon must not scribble on a newer layout.
+
+Layout decisions that carry guarantees:
+
+* ``payloads`` are apart from ``schedules`` and ``firings`` and content-addressed, so the
+  dispatcher's queries never touch payload bytes (DESIGN §4, §6) and a thousand firings of one
+  schedule share one payload row.
+* ``schedules.next_due_ms`` has a partial index (unpaused only): the loader reads only what is due
+  soon, so memory follows the horizon, not the number of stored schedules.
+* ``firings.key`` is UNIQUE: idempotency is enforced by the database, not by hope.
+* Firings keep no foreign key to schedules: removing a schedule keeps its history.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # version 1
+    (
+        """CREATE TABLE payloads (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            body TEXT NOT NULL
+        )""",
+        """CREATE TABLE schedules (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            source TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            payload_id INTEGER NOT NULL REFERENCES payloads(id),
+            spec_hash TEXT NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            fired_through_ms INTEGER,
+            next_fire_ms INTEGER,
+            next_due_ms INTEGER,
+            created_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL
+        )""",
+        """CREATE INDEX schedules_due ON schedules(next_due_ms, id)
+            WHERE next_due_ms IS NOT NULL AND paused = 0""",
+        """CREATE TABLE firings (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            schedule_id INTEGER,
+            schedule TEXT NOT NULL,
+            scheduled_for_ms INTEGER NOT NULL,
+            due_ms INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            crashes INTEGER NOT NULL DEFAULT 0,
+            payload_id INTEGER NOT NULL REFERENCES payloads(id),
+            lane TEXT NOT NULL,
+            reason TEXT,
+            created_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL
+        )""",
+        """CREATE INDEX firings_open ON firings(state, id)
+            WHERE state IN ('scheduled', 'committed', 'running', 'failed')""",
+        "CREATE INDEX firings_by_schedule ON firings(schedule, id)",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            firing_id INTEGER NOT NULL REFERENCES firings(id),
+            schedule TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            pid INTEGER,
+            pgid INTEGER,
+            proc_start INTEGER,
+            started_ms INTEGER NOT NULL,
+            ended_ms INTEGER,
+            exit_code INTEGER,
+            signal INTEGER,
+            reason TEXT,
+            output BLOB,
+            output_bytes INTEGER NOT NULL DEFAULT 0,
+            output_truncated INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX runs_by_firing ON runs(firing_id, attempt)",
+        "CREATE INDEX runs_by_schedule ON runs(schedule, id)",
+        "CREATE INDEX runs_running ON runs(state) WHERE state = 'running'",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

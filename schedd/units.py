@@ -1,0 +1,164 @@
+"""Durations and sizes as operators write them: ``"1h30m"``, ``"250ms"``, ``"64KiB"``.
+
+Inside schedd every duration is an integer number of milliseconds and every size an integer
+number of bytes (no float compares, STYLE.md §1). This module is the one border crossing between
+those integers and the strings in ``schedd.toml`` and on the ``schedctl`` command line.
+
+Two choices make typos loud instead of silent:
+
+* **A duration always carries its unit.** ``timeout = 30`` could be seconds or milliseconds, and
+  guessing wrong is off by a factor of a thousand, so a bare number is refused with a message
+  that says to write ``"30s"``. Sizes are different: a plain integer has one obvious unit (bytes).
+* **Units go from largest to smallest, each at most once** (``"1h30m"``, not ``"30m1h"`` or
+  ``"1m1m"``): anything else is more likely a slip than an intention.
+
+Fractions are allowed where they land on a whole millisecond or byte (``"1.5s"``,
+``"0.5KiB"``) and parsed exactly with :class:`fractions.Fraction`, never through a float.
+``format_duration``/``format_size`` are the display inverses; ``parse_duration`` reads back
+whatever ``format_duration`` writes.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from schedd.errors import InvalidArgument
+
+#: Largest first: the parser enforces this order, the formatter emits it.
+_DURATION_UNITS: dict[str, int] = {
+    "d": 86_400_000,
+    "h": 3_600_000,
+    "m": 60_000,
+    "s": 1_000,
+    "ms": 1,
+}
+_UNIT_LIST = ", ".join(_DURATION_UNITS)
+
+_SIZE_UNITS: dict[str, int] = {
+    "B": 1,
+    "kB": 1000,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+}
+#: The binary units, largest first, are what ``format_size`` writes.
+_SIZE_DISPLAY = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
+
+#: One ``<number><unit>`` term; the unit is matched loosely so a wrong one can be named.
+_TERM = re.compile(r"(\d+(?:\.\d+)?)([^\d.]*)")
+
+
+def parse_duration(value: str | int, *, allow_zero: bool = False) -> int:
+    """``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"2d"``, ``"1h30m"``, ``"1.5s"`` → ms.
+
+    Raises :class:`InvalidArgument` quoting the value for a bare integer (ambiguous unit), a
+    negative, zero (unless ``allow_zero``), a fraction of a millisecond, or anything unparsable.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise InvalidArgument(
+            f'ambiguous duration {value}: a bare number has no unit; write "{value}s" '
+            f'(or "{value}ms", "{value}m")'
+        )
+    if not isinstance(value, str):
+        raise InvalidArgument(f'expected a duration like "30s", got {value!r}')
+
+    def bad(why: str) -> InvalidArgument:
+        return InvalidArgument(f'invalid duration "{value}": {why}')
+
+    if not value:
+        raise bad(f'empty; write a number and a unit ({_UNIT_LIST}), e.g. "30s"')
+    if value.startswith("-"):
+        raise bad("must not be negative")
+    total = Fraction(0)
+    pos = 0
+    last_rank = -1
+    ranks = list(_DURATION_UNITS)
+    while pos < len(value):
+        m = _TERM.match(value, pos)
+        if m is None:
+            raise bad(f'expected a number at "{value[pos:]}", e.g. "1h30m"')
+        number, unit = m.groups()
+        if not unit:
+            raise bad(f'missing unit after {number}; write e.g. "{number}s" or "{number}ms"')
+        if unit not in _DURATION_UNITS:
+            raise bad(f'unknown unit "{unit}" (use {_UNIT_LIST})')
+        rank = ranks.index(unit)
+        if rank <= last_rank:
+            raise bad('units must go from largest to smallest, each once, e.g. "1h30m"')
+        last_rank = rank
+        total += Fraction(number) * _DURATION_UNITS[unit]
+        pos = m.end()
+    if total.denominator != 1:
+        raise bad("finer than a millisecond")
+    if total == 0 and not allow_zero:
+        raise bad("must be greater than zero")
+    return int(total)
+
+
+def format_duration(ms: int) -> str:
+    """The shortest exact form, largest unit first: ``90000`` → ``"1m30s"``, ``0`` → ``"0s"``.
+
+    Negative values (a lag that turned into a lead) get a leading ``-``.
+    """
+    if ms < 0:
+        return "-" + format_duration(-ms)
+    if ms == 0:
+        return "0s"
+    parts = []
+    for unit, size in _DURATION_UNITS.items():
+        count, ms = divmod(ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def parse_size(value: str | int) -> int:
+    """``"512B"``, ``"64KiB"``, ``"1MiB"`` (binary), ``"10MB"``/``"10kB"`` (SI) → bytes.
+
+    A plain integer is a byte count. Raises :class:`InvalidArgument` quoting the value for a
+    negative, a fraction of a byte, a missing or unknown unit.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise InvalidArgument(f"invalid size {value}: must not be negative")
+        return value
+    if not isinstance(value, str):
+        raise InvalidArgument(f'expected a size like "64KiB", got {value!r}')
+
+    def bad(why: str) -> InvalidArgument:
+        return InvalidArgument(f'invalid size "{value}": {why}')
+
+    if value.startswith("-"):
+        raise bad("must not be negative")
+    m = _TERM.fullmatch(value)
+    if m is None:
+        raise bad('expected a number and a unit, e.g. "64KiB" or "10MB"')
+    number, unit = m.groups()
+    if not unit:
+        raise bad(f'missing unit; write e.g. "{number}B" or "{number}KiB"')
+    if unit not in _SIZE_UNITS:
+        raise bad(f'unknown unit "{unit}" (use {", ".join(_SIZE_UNITS)})')
+    total = Fraction(number) * _SIZE_UNITS[unit]
+    if total.denominator != 1:
+        raise bad("not a whole number of bytes")
+    return int(total)
+
+
+def format_size(n: int) -> str:
+    """Binary units for display: ``65536`` → ``"64KiB"``; ``1536`` → ``"1.5KiB"``.
+
+    Exact when ``n`` is a whole number of the unit, otherwise rounded to one decimal (it is for
+    reading, not for writing back into a config).
+    """
+    for unit, size in _SIZE_DISPLAY:
+        if n >= size:
+            if n % size == 0:
+                return f"{n // size}{unit}"
+            return f"{n / size:.1f}{unit}"
+    return f"{n}B"

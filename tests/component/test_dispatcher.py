@@ -1,0 +1,195 @@
+"""The dispatch path with a fake clock and a real SQLite store: timing, never early, high-water.
+
+The runner is replaced by a recorder (the dispatcher's only contact with it is ``submit`` and
+``is_active``); everything else is the production code. The test advances the fake clock, then
+waits until the dispatcher is asleep again (``clock.settled()``) before asserting what did or did
+not fire — no sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from schedd.dispatcher import Dispatcher
+from schedd.events import FiringEvents
+from schedd.keys import firing_key
+from schedd.model import CommandTask, IntervalSpec, OnceSpec, ScheduleSpec
+from schedd.planner import initial_marks
+from schedd.store.records import Ticket
+from schedd.store.sqlite import SqliteStore
+from schedd.timer import JUMP_CHECK_MS, Timer
+from tests.fakes import FakeClock
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+EVERY = 10_000
+
+
+@dataclass
+class Recorder:
+    clock: FakeClock
+    fired: list[tuple[Ticket, int]] = field(default_factory=list)  # (ticket, wall at submit)
+
+    def submit(self, ticket: Ticket) -> None:
+        self.fired.append((ticket, self.clock.wall_ms()))
+
+    def is_active(self, schedule_id: int) -> bool:
+        return False
+
+    def fired_keys(self) -> list[str]:
+        return [t.key for t, _ in self.fired]
+
+
+@dataclass
+class Harness:
+    clock: FakeClock
+    store: SqliteStore
+    runner: Recorder
+    dispatcher: Dispatcher
+    task: asyncio.Task[None]
+
+    async def advance(self, ms: int) -> None:
+        self.clock.advance(ms)
+        await self.clock.settled()
+
+    def early(self) -> list[str]:
+        return [t.key for t, wall in self.runner.fired if wall < t.scheduled_for_ms]
+
+
+async def start(clock: FakeClock, path: Path, *specs: ScheduleSpec) -> Harness:
+    store = SqliteStore(path)
+    await store.open()
+    now = clock.wall_ms()
+    await store.reconcile(list(specs), initial=lambda s, hw: initial_marks(s, hw, now), now_ms=now)
+    runner = Recorder(clock)
+    dispatcher = Dispatcher(
+        store, Timer(clock), runner, FiringEvents(clock), clock, horizon_ms=60_000
+    )
+    clock.unsettle()
+    task = asyncio.create_task(dispatcher.run())
+    await clock.settled()
+    return Harness(clock, store, runner, dispatcher, task)
+
+
+async def stop(h: Harness) -> None:
+    h.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await h.task
+    await h.store.close()
+
+
+def every(name: str = "tick", ms: int = EVERY) -> ScheduleSpec:
+    return ScheduleSpec(name, IntervalSpec(ms), CommandTask(("true",)), jitter_ms=0)
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = await start(FakeClock(wall_ms=T0 + 1), tmp_path / "s.db", every())
+    yield harness
+    await stop(harness)
+
+
+async def test_fires_at_the_due_millisecond_and_not_before(h: Harness) -> None:
+    await h.advance(EVERY - 2)  # wall = T0 + EVERY - 1
+    assert h.runner.fired_keys() == []
+    await h.advance(1)
+    assert h.runner.fired_keys() == [firing_key("tick", T0 + EVERY)]
+    assert h.early() == []
+
+
+async def test_never_early_when_the_wall_clock_falls_slightly_behind(h: Harness) -> None:
+    # A step below the jump threshold: the timer is not re-mapped, so its monotonic estimate
+    # expires 800 ms before the wall clock reaches the due time. The dispatcher must re-arm.
+    h.clock.jump_wall(-800)
+    await h.advance(EVERY - 1)
+    assert h.runner.fired_keys() == [], "the wall clock says it is not due yet"
+    await h.advance(799)
+    assert h.runner.fired_keys() == []
+    await h.advance(1)
+    assert h.runner.fired_keys() == [firing_key("tick", T0 + EVERY)]
+    assert h.early() == []
+
+
+async def test_never_early_after_a_large_backward_jump(h: Harness) -> None:
+    h.clock.jump_wall(-30_000)
+    await h.advance(EVERY + 29_998)
+    assert h.runner.fired_keys() == []
+    await h.advance(1)
+    assert h.runner.fired_keys() == [firing_key("tick", T0 + EVERY)]
+    assert h.dispatcher._timer.jumps.count == 1
+    assert h.early() == []
+
+
+async def test_a_backward_wall_jump_never_refires(h: Harness) -> None:
+    await h.advance(EVERY)
+    await h.advance(EVERY)
+    assert h.runner.fired_keys() == [
+        firing_key("tick", T0 + EVERY),
+        firing_key("tick", T0 + 2 * EVERY),
+    ]
+    h.clock.jump_wall(-2 * EVERY)  # the wall clock shows T0 again
+    for _ in range(3):
+        await h.advance(EVERY)
+    keys = h.runner.fired_keys()
+    assert len(keys) == len(set(keys)), "no occurrence fired twice"
+    assert keys[-1] == firing_key("tick", T0 + 3 * EVERY)
+    assert h.early() == []
+
+
+async def test_a_forward_jump_is_a_misfire_collapsed_into_one_firing(h: Harness) -> None:
+    h.clock.jump_wall(3_600_000)
+    await h.advance(JUMP_CHECK_MS)  # the timer notices a jump within its check interval
+    keys = h.runner.fired_keys()
+    # fire_once collapses the missed hour into one firing keyed by its latest missed occurrence;
+    # the overlap policy (skip) then records the on-time ones behind it as skipped.
+    assert keys == [firing_key("tick", T0 + 3_600_000 - 60_000)]
+    await h.advance(EVERY)
+    assert h.runner.fired_keys()[-1] == firing_key("tick", T0 + 3_600_000 + EVERY)
+
+
+async def test_the_high_water_mark_holds_across_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock(wall_ms=T0 + 1)
+    h1 = await start(clock, tmp_path / "s.db", every())
+    for _ in range(3):
+        await h1.advance(EVERY)
+    before = h1.runner.fired_keys()
+    await stop(h1)
+    clock.jump_wall(-3 * EVERY)  # restarted with the wall clock back at T0
+    h2 = await start(clock, tmp_path / "s.db", every())
+    for _ in range(4):
+        await h2.advance(EVERY)
+    after = h2.runner.fired_keys()
+    await stop(h2)
+    assert len(before) == 3
+    assert not set(before) & set(after), "nothing at or before the high-water mark re-fired"
+    assert after == [firing_key("tick", T0 + 4 * EVERY)]
+
+
+async def test_a_one_shot_missed_while_down_fires_once_at_start(tmp_path: Path) -> None:
+    clock = FakeClock(wall_ms=T0)
+    once = ScheduleSpec("once", OnceSpec(T0 - 3_600_000), CommandTask(("true",)))
+    h = await start(clock, tmp_path / "s.db", once)
+    await h.advance(1)
+    assert h.runner.fired_keys() == [firing_key("once", T0 - 3_600_000)]
+    await stop(h)
+    h2 = await start(clock, tmp_path / "s.db", once)
+    await h2.advance(120_000)
+    assert h2.runner.fired_keys() == []
+    await stop(h2)
+
+
+async def test_schedules_beyond_the_horizon_stay_in_the_store_until_their_window(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(wall_ms=T0 + 1)
+    far = ScheduleSpec("far", OnceSpec(T0 + 3_600_000), CommandTask(("true",)))
+    h = await start(clock, tmp_path / "s.db", every("near", 10_000), far)
+    assert ("s", 2) not in h.dispatcher._timer, "an hour away is beyond the 60 s horizon"
+    await h.advance(3_600_000 - 1)
+    assert firing_key("far", T0 + 3_600_000) in h.runner.fired_keys()
+    assert h.early() == []
+    await stop(h)

@@ -1,0 +1,235 @@
+"""The store contract (schedd/store/contract.py), checked point by point.
+
+Written against the contract only, so any implementation the ``store`` fixture yields must pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from schedd.errors import IllegalTransition, NotFound, Unavailable
+from schedd.model import (
+    CommandTask,
+    FiringState,
+    IntervalSpec,
+    OnceSpec,
+    ScheduleSpec,
+)
+from schedd.store.records import (
+    NewFiring,
+    ProcessRef,
+    RunFinish,
+    SchedulePlan,
+    ScheduleRule,
+)
+from schedd.store.sqlite import SqliteStore
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def spec(
+    name: str = "job", every_ms: int = 10_000, argv: tuple[str, ...] = ("true",)
+) -> ScheduleSpec:
+    return ScheduleSpec(name=name, trigger=IntervalSpec(every_ms), task=CommandTask(argv))
+
+
+def at_now(spec: ScheduleSpec, fired_through: int | None) -> tuple[int | None, int | None]:
+    return T0, T0
+
+
+async def add(store: SqliteStore, *specs: ScheduleSpec) -> None:
+    await store.reconcile(list(specs), initial=at_now, now_ms=T0)
+
+
+def fire_at(occ: int, hw: int | None = None) -> object:
+    """A planner firing ``occ`` and moving the high-water mark to ``hw`` (default ``occ``)."""
+
+    def planner(rule: ScheduleRule) -> SchedulePlan:
+        f = NewFiring(
+            key=f"{rule.name}@{occ}",
+            schedule_id=rule.id,
+            schedule=rule.name,
+            scheduled_for_ms=occ,
+            due_ms=occ,
+            state=FiringState.COMMITTED,
+            payload_id=rule.payload_id,
+            lane="default",
+        )
+        return SchedulePlan((f,), hw if hw is not None else occ, occ + 10_000, occ + 10_000)
+
+    return planner
+
+
+async def ids(store: SqliteStore) -> list[int]:
+    return [sid for _, sid in await store.due_schedules(after=None, until_ms=2**62, limit=100)]
+
+
+async def test_reconcile_adds_changes_and_removes_keeping_history(store: SqliteStore) -> None:
+    s1 = await store.reconcile([spec("a"), spec("b")], initial=at_now, now_ms=T0)
+    assert (sorted(s1.added), s1.changed, s1.removed) == (["a", "b"], (), ())
+    [tick] = await store.dispatch([(await store.get_schedule("a")).id], fire_at(T0))  # type: ignore[arg-type]
+    s2 = await store.reconcile([spec("a", argv=("false",))], initial=at_now, now_ms=T0)
+    assert (s2.added, s2.changed, s2.removed, s2.unchanged) == ((), ("a",), ("b",), 0)
+    a = await store.get_schedule("a")
+    assert a.spec.task.argv == ("false",)
+    assert a.fired_through_ms == T0, "a changed schedule keeps its high-water mark"
+    with pytest.raises(NotFound, match="'b'"):
+        await store.get_schedule("b")
+    assert (await store.get_firing(tick.key)).state is FiringState.COMMITTED
+    s3 = await store.reconcile([spec("a", argv=("false",))], initial=at_now, now_ms=T0)
+    assert s3.unchanged == 1
+    assert not s3.changed
+
+
+async def test_dispatch_commits_firings_and_marks_atomically(store: SqliteStore) -> None:
+    await add(store, spec("a"))
+    [sid] = await ids(store)
+    tickets = await store.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
+    assert [t.key for t in tickets] == [f"a@{T0}"]
+    assert tickets[0].attempt == 1
+    rec = await store.get_schedule("a")
+    assert (rec.fired_through_ms, rec.next_fire_ms) == (T0, T0 + 10_000)
+
+
+async def test_a_key_exists_at_most_once(store: SqliteStore) -> None:
+    await add(store, spec("a"))
+    [sid] = await ids(store)
+    await store.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
+    again = await store.dispatch([sid], fire_at(T0, hw=T0))  # type: ignore[arg-type]
+    assert again == [], "an existing key is kept, not duplicated"
+    assert await store.count_firings_of("a", list(FiringState)) == 1
+
+
+async def test_high_water_mark_never_moves_back_and_nothing_is_written(store: SqliteStore) -> None:
+    await add(store, spec("a"))
+    [sid] = await ids(store)
+    await store.dispatch([sid], fire_at(T0 + 20_000))  # type: ignore[arg-type]
+    with pytest.raises(IllegalTransition, match="high-water"):
+        await store.dispatch([sid], fire_at(T0 + 30_000, hw=T0))  # type: ignore[arg-type]
+    assert await store.count_firings_of("a", list(FiringState)) == 1
+    assert (await store.get_schedule("a")).fired_through_ms == T0 + 20_000
+
+
+async def test_insert_firing_returns_the_existing_one_for_a_known_key(store: SqliteStore) -> None:
+    await add(store, spec("a"))
+    pid = (await store.get_schedule("a")).id
+    [t] = await store.dispatch([pid], fire_at(T0))  # type: ignore[arg-type]
+    f = NewFiring(t.key, None, "a", T0, T0, FiringState.COMMITTED, t.payload_id, "default")
+    rec, created = await store.insert_firing(f)
+    assert not created
+    assert rec.id == t.firing_id
+
+
+async def test_run_lifecycle_and_illegal_transitions(store: SqliteStore) -> None:
+    await add(store, spec("a"))
+    [sid] = await ids(store)
+    [t] = await store.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
+    run_id = await store.start_run(t, ProcessRef(123, 123, 456), T0 + 5)
+    assert (await store.get_firing(t.key)).state is FiringState.RUNNING
+    finish = RunFinish(
+        run_id,
+        t.firing_id,
+        "succeeded",
+        FiringState.SUCCEEDED,
+        T0 + 50,
+        0,
+        None,
+        None,
+        b"hello\n",
+        6,
+        False,
+    )
+    await store.finish_run(finish)
+    run = await store.get_run(run_id)
+    assert (run.state, run.exit_code, run.output, run.process) == (
+        "succeeded",
+        0,
+        b"hello\n",
+        ProcessRef(123, 123, 456),
+    )
+    assert (await store.get_firing(t.key)).state is FiringState.SUCCEEDED
+    with pytest.raises(IllegalTransition):
+        await store.finish_run(finish)
+    with pytest.raises(IllegalTransition, match="succeeded -> running"):
+        await store.start_run(t, None, T0 + 60)
+    assert (await store.get_firing(t.key)).state is FiringState.SUCCEEDED
+
+
+async def test_recover_closes_lost_runs_and_requeues_with_next_attempt(store: SqliteStore) -> None:
+    await add(store, spec("a"), spec("b"))
+    a, b = await ids(store)
+    [ta] = await store.dispatch([a], fire_at(T0))  # type: ignore[arg-type]
+    [tb] = await store.dispatch([b], fire_at(T0))  # type: ignore[arg-type]
+    run_id = await store.start_run(ta, ProcessRef(10, 10, 99), T0)
+    lost = await store.recover(T0 + 1000)
+    assert [(r.run_id, r.key, r.process) for r in lost] == [
+        (run_id, ta.key, ProcessRef(10, 10, 99))
+    ]
+    assert (await store.get_run(run_id)).state == "lost"
+    queue = await store.unfinished(after_id=0, limit=10)
+    assert [(f.key, f.state, f.attempt) for f in queue] == [
+        (ta.key, FiringState.COMMITTED, 2),
+        (tb.key, FiringState.COMMITTED, 2),
+    ]
+
+
+async def test_lists_are_paginated_newest_first(store: SqliteStore) -> None:
+    await add(store, spec("a"), spec("b"))
+    a, b = await ids(store)
+    for i, sid in enumerate([a, b, a]):
+        [t] = await store.dispatch([sid], fire_at(T0 + i * 20_000))  # type: ignore[arg-type]
+        await store.start_run(t, None, T0)
+    page1 = await store.list_runs(schedule=None, limit=2)
+    page2 = await store.list_runs(schedule=None, limit=2, before_id=page1[-1].id)
+    assert [r.id for r in page1 + page2] == sorted((r.id for r in page1 + page2), reverse=True)
+    assert len(page1 + page2) == 3
+    assert {r.schedule for r in await store.list_runs(schedule="a", limit=10)} == {"a"}
+    names = [s.spec.name for s in await store.list_schedules(limit=1)]
+    names += [s.spec.name for s in await store.list_schedules(limit=1, after_name=names[-1])]
+    assert names == ["a", "b"]
+
+
+async def test_payload_is_stored_apart_and_shared(store: SqliteStore) -> None:
+    await add(store, spec("a", argv=("echo", "x")), spec("b", argv=("echo", "x")))
+    a, b = await ids(store)
+    [ta] = await store.dispatch([a], fire_at(T0))  # type: ignore[arg-type]
+    [tb] = await store.dispatch([b], fire_at(T0))  # type: ignore[arg-type]
+    assert ta.payload_id == tb.payload_id
+    assert '"command":["echo","x"]' in await store.load_payload(ta.payload_id)
+
+
+async def test_one_shot_schedule_without_next_is_never_due(store: SqliteStore) -> None:
+    one = ScheduleSpec(name="once", trigger=OnceSpec(T0), task=CommandTask(("true",)))
+    await store.reconcile([one], initial=lambda s, hw: (None, None), now_ms=T0)
+    assert await ids(store) == []
+
+
+async def test_a_store_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.close()
+    async with aiosqlite.connect(path) as db:
+        await db.execute("PRAGMA user_version = 99")
+    with pytest.raises(Unavailable, match="newer"):
+        await SqliteStore(path).open()
+
+
+async def test_writes_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SqliteStore(path)
+    await s.open()
+    await add(s, spec("a"))
+    [sid] = await ids(s)
+    [t] = await s.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
+    await s.close()
+    s2 = SqliteStore(path)
+    await s2.open()
+    try:
+        assert (await s2.get_firing(t.key)).state is FiringState.COMMITTED
+        assert (await s2.info()).schema_version == 1
+    finally:
+        await s2.close()
