@@ -81,3 +81,7 @@ def run(config: ConfigOpt) -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
