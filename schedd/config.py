@@ -280,8 +280,8 @@ def _choice(*options: str) -> Converter:
 _E = TypeVar("_E", bound=StrEnum)
 
 
-def _enum(cls: type[_E]) -> Converter:
-    choose = _choice(*(m.value for m in cls))
+def _enum(cls: type[_E], *, only: tuple[str, ...] | None = None) -> Converter:
+    choose = _choice(*(only if only is not None else (m.value for m in cls)))
     return lambda value, at: cls(choose(value, at))
 
 
@@ -432,7 +432,9 @@ _POLICIES: Schema = {
     "misfire": Key("misfire", _enum(model.Misfire)),
     "misfire_grace": Key("misfire_grace_ms", _duration()),
     "max_catchup": Key("max_catchup", _integer(1)),
-    "overlap": Key("overlap", _enum(model.Overlap)),
+    # queue_one and replace need the runner to hold or preempt runs per schedule; until it
+    # does, the config refuses them rather than silently behaving like "allow".
+    "overlap": Key("overlap", _enum(model.Overlap, only=("skip", "allow"))),
     "timeout": Key("timeout_ms", _optional_timeout),
     "kill_grace": Key("kill_grace_ms", _duration()),
 }

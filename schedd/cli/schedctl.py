@@ -325,9 +325,11 @@ def wait(
     result = call(ctx, "wait", args, timeout_s=timeout_ms / 1000 + 30)
     if json:
         render.emit_json(result)
-    elif result.get("firing"):
-        f = result["firing"]
-        render.text(f"{f['key']}: {f['state']} (attempt {f['attempt']})")
+    elif key is not None:
+        f = result.get("firing")
+        render.text(
+            f"{key}: not found" if f is None else f"{key}: {f['state']} (attempt {f['attempt']})"
+        )
     else:
         render.text(f"{schedule}: {result.get('finished', 0)} finished firing(s)")
     if not result["done"]:

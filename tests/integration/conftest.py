@@ -71,11 +71,14 @@ class Daemon:
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def ctl(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run schedctl against this daemon; with ``check`` a non-zero exit fails the test."""
         cmd = [sys.executable, "-m", "schedd.cli.schedctl", "--socket", str(self.socket), *args]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
-            pytest.fail(f"{cmd} -> {result.returncode}\n{result.stdout}\n{result.stderr}\n{self.logs()}")
+            pytest.fail(
+                f"{cmd} -> {result.returncode}\n{result.stdout}\n{result.stderr}\n{self.logs()}"
+            )
         return result
 
     def ctl_json(self, *args: str) -> Any:

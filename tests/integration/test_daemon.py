@@ -93,11 +93,16 @@ def test_sigkill_during_a_run_reruns_it_with_the_same_key_and_next_attempt(
 ) -> None:
     probe = workdir / "probe.log"
     at = soon(1.5)
+    # Attempt 1 records itself and hangs; any later attempt records itself and succeeds.
+    script = (
+        f'echo "$SCHEDD_IDEMPOTENCY_KEY $SCHEDD_ATTEMPT $$" >> {probe};'
+        ' [ "$SCHEDD_ATTEMPT" != 1 ] || exec sleep 300'
+    )
     job = f"""
 [schedules.once]
 at = "{at}"
 shell = true
-command = 'echo "$SCHEDD_IDEMPOTENCY_KEY $SCHEDD_ATTEMPT $$" >> {probe}; [ "$SCHEDD_ATTEMPT" != 1 ] || exec sleep 300'
+command = '{script}'
 """
     d: Daemon = daemon_factory(base_config(job))
     d.start()

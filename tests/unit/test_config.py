@@ -336,17 +336,22 @@ def test_schedule_keys_override_defaults() -> None:
     config = parse(
         '[defaults]\ntimezone = "Europe/Berlin"\nmisfire = "skip"\njitter = "10s"\n'
         '[schedules.backup]\ncron = "0 3 * * *"\ntimezone = "UTC"\nmisfire = "fire_all"\n'
-        'max_catchup = 3\noverlap = "queue_one"\nkill_grace = "1s"\njitter = "0s"\n' + ECHO
+        'max_catchup = 3\noverlap = "allow"\nkill_grace = "1s"\njitter = "0s"\n' + ECHO
     )
     (spec,) = config.schedules
     assert spec.trigger == model.CronSpec("0 3 * * *", "UTC")
     assert spec.policies == model.Policies(
         misfire=model.Misfire.FIRE_ALL,
         max_catchup=3,
-        overlap=model.Overlap.QUEUE_ONE,
+        overlap=model.Overlap.ALLOW,
         kill_grace_ms=1_000,
     )
     assert spec.jitter_ms == 0
+
+
+def test_overlap_policies_without_runner_support_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"schedules\.j\.overlap: .*skip.*allow"):
+        parse('[schedules.j]\nevery = "1m"\noverlap = "queue_one"\n' + ECHO)
 
 
 def test_zero_timeout_lifts_a_default_timeout() -> None:
