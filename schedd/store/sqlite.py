@@ -203,6 +203,15 @@ class SqliteStore:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Open both connections; on any failure close what was opened (a leaked aiosqlite
+        thread would keep the process from exiting)."""
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         w = await aiosqlite.connect(self.path, isolation_level=None)
         self._w = w

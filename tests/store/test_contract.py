@@ -5,6 +5,7 @@ Written against the contract only, so any implementation the ``store`` fixture y
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import aiosqlite
@@ -216,6 +217,8 @@ async def test_a_store_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
         await db.execute("PRAGMA user_version = 99")
     with pytest.raises(Unavailable, match="newer"):
         await SqliteStore(path).open()
+    leaked = [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+    assert leaked == [], "a failed open must close its connections (or the process cannot exit)"
 
 
 async def test_writes_survive_reopening(tmp_path: Path) -> None:
