@@ -22,7 +22,7 @@ class FiringEvents:
 
     def changed(self, key: str | None, schedule: str) -> None:
         """A firing (or, with ``key=None``, some firing of ``schedule``) changed state."""
-        for topic in (f"k:{key}" if key else "", f"s:{schedule}"):
+        for topic in _topics(key, schedule):
             ev = self._events.pop(topic, None)
             if ev is not None:
                 ev.set()
@@ -36,14 +36,7 @@ class FiringEvents:
         deadline_mono_ms: int,
     ) -> bool:
         """Return True once ``check()`` holds, False if the deadline passes first."""
-        topics = [
-            t
-            for t in (
-                f"k:{topic_key}" if topic_key else None,
-                f"s:{topic_schedule}" if topic_schedule else None,
-            )
-            if t
-        ]
+        topics = _topics(topic_key, topic_schedule)
         while True:
             # Subscribe before checking, so a change between the check and the wait is not lost.
             events = [self._events.setdefault(t, asyncio.Event()) for t in topics]
@@ -52,3 +45,7 @@ class FiringEvents:
             if self._clock.monotonic_ms() >= deadline_mono_ms:
                 return False
             await wait_first(self._clock.sleep_until(deadline_mono_ms), *(e.wait() for e in events))
+
+
+def _topics(key: str | None, schedule: str | None) -> list[str]:
+    return [t for t in (key and f"k:{key}", schedule and f"s:{schedule}") if t]

@@ -119,8 +119,8 @@ def _run(row: sqlite3.Row | tuple[Any, ...], output: bytes | None = None) -> Run
         signal=row[12],
         reason=row[13],
         output=output,
-        output_bytes=row[14] if len(row) > 14 else 0,
-        output_truncated=bool(row[15]) if len(row) > 15 else False,
+        output_bytes=row[14],
+        output_truncated=bool(row[15]),
     )
 
 

@@ -30,6 +30,15 @@ def soon(seconds: float) -> str:
     return rfc3339(datetime.now(UTC) + timedelta(seconds=seconds))
 
 
+def one_shot(name: str, at: str, script: str) -> str:
+    return f"""
+[schedules.{name}]
+at = "{at}"
+shell = true
+command = '{script}'
+"""
+
+
 def test_a_schedule_fires_and_every_run_is_recorded(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(base_config(TICK))
     d.start()
@@ -98,13 +107,7 @@ def test_sigkill_during_a_run_reruns_it_with_the_same_key_and_next_attempt(
         f'echo "$SCHEDD_IDEMPOTENCY_KEY $SCHEDD_ATTEMPT $$" >> {probe};'
         ' [ "$SCHEDD_ATTEMPT" != 1 ] || exec sleep 300'
     )
-    job = f"""
-[schedules.once]
-at = "{at}"
-shell = true
-command = '{script}'
-"""
-    d: Daemon = daemon_factory(base_config(job))
+    d: Daemon = daemon_factory(base_config(one_shot("once", at, script)))
     d.start()
     key = f"once@{at}"
     running = d.call("wait", key=key, states=["running"], timeout_ms=30_000)
@@ -132,13 +135,7 @@ command = '{script}'
 def test_sigterm_lets_running_tasks_finish_and_exits_0(daemon_factory: Any, workdir: Path) -> None:
     at = soon(1.5)
     marker = workdir / "finished"
-    job = f"""
-[schedules.slow]
-at = "{at}"
-shell = true
-command = 'sleep 2; touch {marker}'
-"""
-    d: Daemon = daemon_factory(base_config(job))
+    d: Daemon = daemon_factory(base_config(one_shot("slow", at, f"sleep 2; touch {marker}")))
     d.start()
     assert d.call("wait", key=f"slow@{at}", states=["running"], timeout_ms=30_000)["done"]
     assert d.stop(signal.SIGTERM) == 0
