@@ -28,16 +28,22 @@ from functools import partial
 from schedd import __version__
 from schedd.admin.ops import AdminOps, DaemonView
 from schedd.admin.server import AdminServer
+from schedd.attempt import Attempts
 from schedd.clock import Clock
 from schedd.config import Config
 from schedd.dispatcher import Dispatcher
 from schedd.events import FiringEvents
+from schedd.hooks import Hooks
 from schedd.planner import initial_marks
+from schedd.ratelimit import Budgets
 from schedd.runner import Runner
 from schedd.sdnotify import Notifier
 from schedd.statelock import StateLock
 from schedd.store.sqlite import SqliteStore
 from schedd.timer import Timer
+from schedd.workers.environment import build_env
+from schedd.workers.limits import LimitedLauncher
+from schedd.workers.pool import PoolSettings, WorkerPool
 from schedd.workers.procs import ProcessIdentity, kill_group_if_ours
 
 log = logging.getLogger("schedd")
@@ -101,17 +107,45 @@ async def _run(
     )
 
     events = FiringEvents(clock)
-    runner = Runner(
+    workers = config.workers
+    launcher = LimitedLauncher()
+    pool = WorkerPool(
+        PoolSettings(
+            python=workers.python,
+            pythonpath=workers.pythonpath,
+            env=build_env(inherited=os.environ, allow=workers.env_allow, task_env={}, firing={}),
+            cwd=str(config.daemon.state_dir),
+            min_workers=workers.min,
+            max_workers=workers.max,
+            max_tasks_per_worker=workers.max_tasks_per_worker,
+            max_worker_rss_bytes=workers.max_worker_rss_bytes,
+            start_timeout_ms=workers.start_timeout_ms,
+            idle_timeout_ms=workers.idle_timeout_ms,
+            output_tail_bytes=workers.output_tail_bytes,
+        ),
+        clock,
+    )
+    hooks = Hooks(clock, launcher, inherited_env=os.environ, env_allow=workers.env_allow)
+    budgets = Budgets(
+        {n: t.retry_budget for n, t in config.tenants.items() if t.retry_budget is not None},
+        clock.monotonic_ms(),
+    )
+    timer = Timer(clock)
+    attempts = Attempts(
         store,
         clock,
         events,
-        max_workers=config.workers.max,
-        output_tail_bytes=config.workers.output_tail_bytes,
-        env_allow=config.workers.env_allow,
+        pool=pool,
+        launcher=launcher,
+        hooks=hooks,
+        budgets=budgets,
         inherited_env=os.environ,
+        env_allow=workers.env_allow,
+        output_tail_bytes=workers.output_tail_bytes,
     )
-    timer = Timer(clock)
+    runner = Runner(store, clock, events, attempts, pool, max_workers=workers.max)
     dispatcher = Dispatcher(store, timer, runner, events, clock, horizon_ms=config.store.horizon_ms)
+    attempts.on_retry = dispatcher.retry_scheduled
     resumed = await _resume(store, runner)
     view = DaemonView(
         config, store, timer, runner, dispatcher, events, clock, started_wall, started_mono
@@ -127,6 +161,7 @@ async def _run(
         clock=clock,
     )
     await server.start()
+    await pool.start()
     runner.start()
     dispatch_task = asyncio.create_task(dispatcher.run(), name="schedd-dispatch")
     notifier.notify("READY=1", f"STATUS=serving {config.path} ({resumed} firing(s) resumed)")
@@ -150,6 +185,8 @@ async def _run(
         with contextlib.suppress(asyncio.CancelledError):
             await dispatch_task
         await runner.stop(config.daemon.shutdown_grace_ms)
+        await hooks.close()
+        await pool.close()
         await server.close()
         log.info("stopped")
 

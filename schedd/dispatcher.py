@@ -13,11 +13,22 @@ retried a second later, and no task started.
 
 Whoever moves a schedule's ``next_due_ms`` into the loaded window must arm it: the dispatcher
 does so after each commit, and admin/reload changes call :meth:`Dispatcher.schedule_moved`.
+
+**Retries** take the same road: a ``failed`` firing's next attempt is a ``("r", firing_id)``
+handle, loaded by the same refill from the store's retry index (so a retry scheduled before a
+restart fires after it) and armed directly by :meth:`Dispatcher.retry_scheduled` when the
+runner records a failure. At expiry the store moves due retries back to ``committed``,
+re-checking the wall clock in the transaction (never early), and the tickets go to the runner.
+
+**Pre-scaling**: the dispatcher knows which loaded handles run Python tasks and when they are
+due, so after each refill and each pass it tells the runner how many are due within
+``PRESCALE_MS``; the pool grows towards that ahead of a known pulse instead of during it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 from typing import Protocol
 
 from schedd.clock import Clock
@@ -34,6 +45,8 @@ REFILL = ("refill",)
 PAGE = 5000
 #: After a failed commit, due handles are retried this much later.
 RETRY_MS = 1000
+#: How far ahead Python firings count towards pre-scaling the worker pool.
+PRESCALE_MS = 5_000
 
 
 class TicketSink(Protocol):
@@ -41,7 +54,11 @@ class TicketSink(Protocol):
 
     def submit(self, ticket: Ticket) -> None: ...
 
-    def is_active(self, schedule_id: int) -> bool: ...
+    def active_count(self, schedule_id: int) -> int:
+        """Firings of the schedule committed or running in this process (overlap asks)."""
+
+    def prescale(self, due_soon: int) -> None:
+        """``due_soon`` Python firings are due within ``PRESCALE_MS``."""
 
 
 class Dispatcher:
@@ -62,6 +79,8 @@ class Dispatcher:
         self._clock = clock
         self._horizon = horizon_ms
         self._loaded_until: int | None = None
+        #: Wall due time of each armed Python schedule (for pre-scaling).
+        self._python_due: dict[int, int] = {}
         self.last_fired_wall_ms: int | None = None
         self.committed = 0
         self.passes = 0
@@ -70,34 +89,64 @@ class Dispatcher:
         await self.refill()
         while True:
             keys = await self._timer.expired()
-            ids = [int(k[1]) for k in keys if isinstance(k, tuple) and k[0] == "s"]
+            ids = _ids(keys, "s")
+            retries = _ids(keys, "r")
             if REFILL in keys:
                 await self.refill()
             if ids:
                 await self._dispatch(ids)
+            if retries:
+                await self._start_retries(retries)
+            self._prescale()
             self.passes += 1
 
     async def refill(self) -> None:
         """Arm every schedule due in ``(loaded_until, now + horizon]``."""
         now = self._clock.wall_ms()
         until = now + self._horizon
-        after = None if self._loaded_until is None else (self._loaded_until, 2**62)
+        start = None if self._loaded_until is None else (self._loaded_until, 2**62)
+        after = start
         while True:
             page = await self._store.due_schedules(after=after, until_ms=until, limit=PAGE)
-            for due, sid in page:
-                self._timer.arm(("s", sid), due)
+            for due, sid, is_python in page:
+                self._arm_schedule(sid, due, is_python=is_python)
             if len(page) < PAGE:
                 break
-            after = page[-1]
+            after = page[-1][:2]
+        after = start
+        while True:
+            retries = await self._store.due_retries(after=after, until_ms=until, limit=PAGE)
+            for due, fid in retries:
+                self._timer.arm(("r", fid), due)
+            if len(retries) < PAGE:
+                break
+            after = retries[-1]
         self._loaded_until = max(until, self._loaded_until or until)
         self._timer.arm(REFILL, now + self._horizon // 2)
+
+    def retry_scheduled(self, firing_id: int, retry_at_ms: int) -> None:
+        """A firing failed and its next attempt is due at ``retry_at_ms`` (wall)."""
+        if self._loaded_until is not None and retry_at_ms <= self._loaded_until:
+            self._timer.arm(("r", firing_id), retry_at_ms)
 
     def schedule_moved(self, schedule_id: int, next_due_ms: int | None) -> None:
         """A schedule's next due time changed outside the dispatcher (admin, reload)."""
         if next_due_ms is None:
             self._timer.cancel(("s", schedule_id))
+            self._python_due.pop(schedule_id, None)
         elif self._loaded_until is not None and next_due_ms <= self._loaded_until:
-            self._timer.arm(("s", schedule_id), next_due_ms)
+            self._arm_schedule(schedule_id, next_due_ms, is_python=schedule_id in self._python_due)
+
+    def _arm_schedule(self, schedule_id: int, due_ms: int, *, is_python: bool) -> None:
+        self._timer.arm(("s", schedule_id), due_ms)
+        if is_python:
+            self._python_due[schedule_id] = due_ms
+
+    def _prescale(self) -> None:
+        if not self._python_due:
+            return
+        until = self._clock.wall_ms() + PRESCALE_MS
+        self._runner.prescale(sum(1 for due in self._python_due.values() if due <= until))
 
     async def _dispatch(self, ids: list[int]) -> None:
         now = self._clock.wall_ms()
@@ -105,7 +154,7 @@ class Dispatcher:
         names: set[str] = set()
 
         def planner(rule: ScheduleRule) -> SchedulePlan | None:
-            result = plan(rule, now_ms=now, active=self._runner.is_active(rule.id))
+            result = plan(rule, now_ms=now, active=self._runner.active_count(rule.id))
             if result is None:
                 # Not due by the wall clock yet (it is behind the monotonic estimate): wait
                 # for the difference. Never early.
@@ -124,9 +173,14 @@ class Dispatcher:
             for sid in ids:
                 self._timer.arm(("s", sid), now + RETRY_MS)
             return
+        for sid in ids:
+            if sid not in rearm:
+                self._python_due.pop(sid, None)
         for sid, due in rearm.items():
             if self._loaded_until is not None and due <= self._loaded_until:
-                self._timer.arm(("s", sid), due)
+                self._arm_schedule(sid, due, is_python=sid in self._python_due)
+            else:
+                self._python_due.pop(sid, None)
         for ticket in tickets:
             self._runner.submit(ticket)
         for name in names:
@@ -134,3 +188,22 @@ class Dispatcher:
         if tickets:
             self.committed += len(tickets)
             self.last_fired_wall_ms = now
+
+    async def _start_retries(self, firing_ids: list[int]) -> None:
+        now = self._clock.wall_ms()
+        try:
+            batch = await self._store.start_retries(firing_ids, now)
+        except Exception as exc:  # noqa: BLE001 - the loop must survive a failed commit
+            log.error("starting %d retry(ies) failed, trying again: %s", len(firing_ids), exc)
+            for fid in firing_ids:
+                self._timer.arm(("r", fid), now + RETRY_MS)
+            return
+        for due, fid in batch.not_due:  # the wall clock is behind: never early
+            self._timer.arm(("r", fid), due)
+        for ticket in batch.tickets:
+            self._runner.submit(ticket)
+            self._events.changed(ticket.key, ticket.schedule)
+
+
+def _ids(keys: list[Hashable], kind: str) -> list[int]:
+    return [int(k[1]) for k in keys if isinstance(k, tuple) and k[0] == kind]

@@ -79,6 +79,8 @@ class RunOutcome(enum.StrEnum):
     CRASH = "crash"
     #: The daemon died while the run was in flight; its result is unknown.
     LOST = "lost"
+    #: Stopped by schedd on purpose: overlap ``replace`` preempted it for a newer occurrence.
+    CANCELLED = "cancelled"
 
 
 class Misfire(enum.StrEnum):
@@ -143,10 +145,49 @@ class CommandTask:
     shell: bool = False
 
 
-TaskSpec = CommandTask
+@dataclass(frozen=True, slots=True)
+class PythonTask:
+    """``"package.module:function"`` called in a pool worker with JSON ``args``/``kwargs``.
+
+    The function may be sync or async; if it declares a parameter named ``context`` it receives
+    the firing's context (idempotency key, scheduled time, attempt, schedule) there.
+    """
+
+    target: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+TaskSpec = CommandTask | PythonTask
 
 
 # --- policies and schedules -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Exponential backoff with full jitter: attempt n waits ``uniform(0, min(max, base·2^(n-1)))``.
+
+    ``max_attempts`` counts every run of a firing, the first included (1 disables retries).
+    """
+
+    max_attempts: int = 5
+    base_ms: int = 1_000
+    max_ms: int = 300_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-task rlimits (``None``: inherit). ``core_bytes`` is 0 so a crash cannot fill the disk."""
+
+    memory_bytes: int | None = None
+    cpu_seconds: int | None = None
+    open_files: int | None = None
+    core_bytes: int = 0
+
+
+DEFAULT_RETRY = Retry()
+NO_LIMITS = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +199,10 @@ class Policies:
     timeout_ms: int | None = None
     #: Between SIGTERM and SIGKILL when a run times out or the daemon stops.
     kill_grace_ms: int = 10_000
+    retry: Retry = DEFAULT_RETRY
+    limits: Limits = NO_LIMITS
+    #: An argv run (with the firing's details in its environment) when a firing is quarantined.
+    on_quarantine: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +242,20 @@ def trigger_from_json(d: Mapping[str, Any]) -> TriggerSpec:
 
 
 def task_to_json(t: TaskSpec) -> dict[str, Any]:
-    return {"command": list(t.argv), "cwd": t.cwd, "env": dict(t.env), "shell": t.shell}
+    match t:
+        case CommandTask(argv, cwd, env, shell):
+            return {"command": list(argv), "cwd": cwd, "env": dict(env), "shell": shell}
+        case PythonTask(target, args, kwargs):
+            return {"python": target, "args": list(args), "kwargs": dict(kwargs)}
 
 
 def task_from_json(d: Mapping[str, Any]) -> TaskSpec:
+    if "python" in d:
+        return PythonTask(
+            target=str(d["python"]),
+            args=tuple(d.get("args") or ()),
+            kwargs=dict(d.get("kwargs") or {}),
+        )
     return CommandTask(
         argv=tuple(d["command"]),
         cwd=d.get("cwd"),
@@ -217,11 +272,27 @@ def policies_to_json(p: Policies) -> dict[str, Any]:
         "overlap": p.overlap.value,
         "timeout_ms": p.timeout_ms,
         "kill_grace_ms": p.kill_grace_ms,
+        "retry": {
+            "max_attempts": p.retry.max_attempts,
+            "base_ms": p.retry.base_ms,
+            "max_ms": p.retry.max_ms,
+        },
+        "limits": {
+            "memory_bytes": p.limits.memory_bytes,
+            "cpu_seconds": p.limits.cpu_seconds,
+            "open_files": p.limits.open_files,
+            "core_bytes": p.limits.core_bytes,
+        },
+        "on_quarantine": None if p.on_quarantine is None else list(p.on_quarantine),
     }
 
 
 def policies_from_json(d: Mapping[str, Any]) -> Policies:
+    retry, limits, hook = d.get("retry"), d.get("limits"), d.get("on_quarantine")
     return Policies(
+        retry=Retry(**retry) if retry else Retry(),
+        limits=Limits(**limits) if limits else Limits(),
+        on_quarantine=None if hook is None else tuple(hook),
         misfire=Misfire(d["misfire"]),
         misfire_grace_ms=int(d["misfire_grace_ms"]),
         max_catchup=int(d["max_catchup"]),

@@ -2,8 +2,14 @@
 
 The dispatcher moves ids; only a run that is starting reads its payload. Payloads are canonical
 JSON (sorted keys, no whitespace) so identical tasks hash to one content-addressed row, and the
-run options that matter only to a worker (timeout, kill grace) travel with the task rather than
+run options that matter only once a run starts or ends (timeout, kill grace, rlimits, retry,
+the quarantine hook, the tenant whose retry budget pays) travel with the task rather than
 through the dispatcher.
+
+**The cap.** Task arguments are capped (``[defaults] max_payload``, 64 KiB by default). A
+scheduler is the wrong place to ship objects: every firing of a schedule shares its payload,
+but an ad-hoc task carrying a 5 MB blob is stored per firing, and the failure story in DESIGN's
+preamble began with exactly such payloads. The error says what to do instead: pass an id.
 """
 
 from __future__ import annotations
@@ -13,33 +19,68 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from schedd.model import Policies, TaskSpec, task_from_json, task_to_json
+from schedd.errors import TooLarge
+from schedd.model import (
+    Policies,
+    PythonTask,
+    TaskSpec,
+    policies_from_json,
+    policies_to_json,
+    task_from_json,
+    task_to_json,
+)
+from schedd.units import format_size
+
+#: ``[defaults] max_payload`` when the config does not set it.
+DEFAULT_MAX_PAYLOAD = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class RunPayload:
     task: TaskSpec
-    timeout_ms: int | None
-    kill_grace_ms: int
+    policies: Policies
+    tenant: str | None
 
 
-def encode_payload(task: TaskSpec, policies: Policies) -> str:
+def _canonical(body: object) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_payload(task: TaskSpec, policies: Policies, tenant: str | None = None) -> str:
     body: dict[str, Any] = {
         "task": task_to_json(task),
-        "timeout_ms": policies.timeout_ms,
-        "kill_grace_ms": policies.kill_grace_ms,
+        "policies": policies_to_json(policies),
+        "tenant": tenant,
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _canonical(body)
 
 
 def decode_payload(text: str) -> RunPayload:
     body = json.loads(text)
     return RunPayload(
         task=task_from_json(body["task"]),
-        timeout_ms=body.get("timeout_ms"),
-        kill_grace_ms=int(body["kill_grace_ms"]),
+        policies=policies_from_json(body["policies"]),
+        tenant=body.get("tenant"),
     )
 
 
 def payload_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def arguments_size(task: TaskSpec) -> int:
+    """The bytes a task's arguments take in its payload (what ``max_payload`` caps)."""
+    if isinstance(task, PythonTask):
+        return len(_canonical([list(task.args), dict(task.kwargs)]).encode())
+    return len(_canonical([list(task.argv), dict(task.env)]).encode())
+
+
+def check_payload_size(task: TaskSpec, limit: int) -> None:
+    """Raise :class:`TooLarge` if the task's arguments exceed ``limit`` bytes."""
+    size = arguments_size(task)
+    if size > limit:
+        raise TooLarge(
+            f"task arguments are {format_size(size)}, over the {format_size(limit)} limit"
+            " (defaults.max_payload); pass an id (a database key, a file path, a URL) and load"
+            " the object inside the task instead of passing the object itself"
+        )

@@ -19,8 +19,13 @@ Recording is bounded: at most ``max_catchup`` skipped rows per plan (the rest ar
 reason of the last one), and scanning a long outage of a fast cron fast-forwards instead of
 iterating millions of occurrences, so a week of downtime costs the same as an hour.
 
-Overlap ``skip`` (the default): while a firing of the schedule is still committed or running,
-new occurrences are recorded as ``skipped`` with the reason.
+Overlap (``active`` = firings of the schedule committed or running now):
+
+* ``skip`` (the default): while one is active, new occurrences are recorded ``skipped``;
+* ``queue_one``: one more may wait behind the active one (the runner holds it until the
+  active run ends); beyond that, occurrences are recorded ``skipped``;
+* ``allow`` and ``replace`` commit every occurrence; for ``replace`` the runner stops the
+  active run when the new one is about to start.
 """
 
 from __future__ import annotations
@@ -108,7 +113,15 @@ def due_series(
     return Occurrences(missed, on_time, uncounted, latest)
 
 
-def plan(rule: ScheduleRule, *, now_ms: int, active: bool) -> SchedulePlan | None:
+#: How many firings of a schedule may be active (committed or running) at once, per policy.
+_OVERLAP_CAP = {Overlap.SKIP: 1, Overlap.QUEUE_ONE: 2}
+_OVERLAP_REASON = {
+    Overlap.SKIP: "overlap: previous run still going",
+    Overlap.QUEUE_ONE: "overlap: a run is going and another is already queued",
+}
+
+
+def plan(rule: ScheduleRule, *, now_ms: int, active: int) -> SchedulePlan | None:
     """The plan for one due schedule, or ``None`` when it is not due (or paused, or done)."""
     if rule.paused or rule.next_fire_ms is None or rule.next_due_ms is None:
         return None
@@ -138,16 +151,16 @@ def plan(rule: ScheduleRule, *, now_ms: int, active: bool) -> SchedulePlan | Non
         )
 
     firings = [firing(o, FiringState.SKIPPED, note) for o in to_skip]
-    overlap_blocked = active and policies.overlap is Overlap.SKIP
+    cap = _OVERLAP_CAP.get(policies.overlap)
     collapsed = (
         series.missed[-1] if series.missed and policies.misfire is Misfire.FIRE_ONCE else None
     )
     for occ in to_fire:
-        if overlap_blocked:
-            firings.append(firing(occ, FiringState.SKIPPED, "overlap: previous run still going"))
+        if cap is not None and active >= cap:
+            firings.append(firing(occ, FiringState.SKIPPED, _OVERLAP_REASON[policies.overlap]))
         else:
             firings.append(firing(occ, FiringState.COMMITTED, note if occ == collapsed else None))
-            overlap_blocked = policies.overlap is Overlap.SKIP
+            active += 1
     nxt = trigger.next_after(series.latest)
     return SchedulePlan(
         firings=tuple(firings),

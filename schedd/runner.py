@@ -1,38 +1,42 @@
-"""Runs committed firings with bounded concurrency and records every run.
+"""Runs committed firings with bounded concurrency, honouring each schedule's overlap policy.
 
-A ticket (ids only) arrives once its firing is committed; a free slot reads the payload, builds
-the task's environment, starts the command, records the process identity as the run starts
-(so crash recovery can kill leftovers), and stores the result together with the firing's next
-state. At most ``[workers] max`` runs are in flight.
+A ticket (ids only) arrives once its firing is committed; a free slot reads the payload and hands
+the attempt to :class:`~schedd.attempt.Attempts`. At most ``[workers] max`` attempts are in
+flight, commands and Python calls together.
 
-Shutdown is two-phased: ``stop`` first stops taking tickets (committed-but-unstarted firings stay
-in the store and are resumed at the next start), lets running tasks finish within the grace,
-then cancels the rest, which kills their process groups. A run cut short this way is left
-``running`` in the store, exactly as after a crash, and recovery re-runs it with attempt + 1.
+**Overlap** is decided twice. The planner counts a schedule's active firings
+(:meth:`active_count`: committed or running here) to *skip* occurrences; the runner then keeps
+the promise of ``queue_one`` and ``replace`` for the firings it was given: a ticket of such a
+schedule whose previous run is still going is *parked* (it holds no slot) until that run ends,
+and for ``replace`` the running attempt is first asked to stop (SIGTERM, grace, SIGKILL; its
+firing ends ``cancelled``, "replaced by <key>"). ``allow`` runs side by side.
+
+Shutdown is two-phased: ``stop`` first stops taking tickets (committed-but-unstarted and parked
+firings stay in the store and are resumed at the next start), lets running tasks finish within
+the grace, then cancels the rest, which kills their process groups. A run cut short this way is
+left ``running`` in the store, exactly as after a crash, and recovery re-runs it with attempt + 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
 
 from schedd.aio import wait_first
+from schedd.attempt import Attempts
 from schedd.clock import Clock
 from schedd.errors import ScheddError
 from schedd.events import FiringEvents
-from schedd.keys import format_instant
-from schedd.model import FiringState, RunOutcome
-from schedd.payload import decode_payload
-from schedd.policies import firing_state_after
+from schedd.model import FiringState, Overlap
+from schedd.payload import RunPayload, decode_payload
 from schedd.store.contract import Store
-from schedd.store.records import ProcessRef, RunFinish, Ticket
-from schedd.workers.command import CommandRequest, run_command
-from schedd.workers.environment import build_env
-from schedd.workers.procs import ProcessIdentity
+from schedd.store.records import Ticket
+from schedd.workers.pool import WorkerPool
 
 log = logging.getLogger("schedd.runner")
+
+_SERIAL = frozenset({Overlap.QUEUE_ONE, Overlap.REPLACE})
 
 
 class Runner:
@@ -41,26 +45,25 @@ class Runner:
         store: Store,
         clock: Clock,
         events: FiringEvents,
+        attempts: Attempts,
+        pool: WorkerPool,
         *,
         max_workers: int,
-        output_tail_bytes: int,
-        env_allow: Sequence[str],
-        inherited_env: Mapping[str, str],
     ) -> None:
         self._store = store
         self._clock = clock
         self._events = events
+        self._attempts = attempts
+        self._pool = pool
         self._max = max_workers
-        self._tail = output_tail_bytes
-        self._allow = tuple(env_allow)
-        self._inherited = dict(inherited_env)
         self._queue: asyncio.Queue[Ticket] = asyncio.Queue()
         self._active: Counter[int] = Counter()
+        #: schedule id -> {firing id: its stop request} for attempts in flight.
+        self._running: defaultdict[int, dict[int, asyncio.Future[str]]] = defaultdict(dict)
+        self._parked: defaultdict[int, list[Ticket]] = defaultdict(list)
         self._slots: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.started = 0
-        self.finished = 0
 
     # --- what the dispatcher and status see ------------------------------------------------
 
@@ -69,13 +72,16 @@ class Runner:
             self._active[ticket.schedule_id] += 1
         self._queue.put_nowait(ticket)
 
-    def is_active(self, schedule_id: int) -> bool:
-        """A firing of this schedule is committed or running (the overlap policy asks)."""
-        return self._active[schedule_id] > 0
+    def active_count(self, schedule_id: int) -> int:
+        """Firings of this schedule committed (queued, parked) or running here."""
+        return self._active[schedule_id]
+
+    def prescale(self, due_soon: int) -> None:
+        self._pool.prescale(due_soon)
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + sum(len(p) for p in self._parked.values())
 
     @property
     def busy(self) -> int:
@@ -84,6 +90,14 @@ class Runner:
     @property
     def capacity(self) -> int:
         return self._max
+
+    @property
+    def started(self) -> int:
+        return self._attempts.started
+
+    @property
+    def finished(self) -> int:
+        return self._attempts.finished
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -120,23 +134,52 @@ class Runner:
             run = asyncio.current_task()
             assert run is not None
             self._in_flight.add(run)
+            finished = True
             try:
-                await self._run_one(ticket)
+                finished = await self._run_one(ticket)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("run of %s failed inside schedd", ticket.key)
             finally:
                 self._in_flight.discard(run)
-                if ticket.schedule_id is not None:
-                    self._active[ticket.schedule_id] -= 1
-                    if self._active[ticket.schedule_id] <= 0:
-                        del self._active[ticket.schedule_id]
+                if finished:
+                    self._done(ticket)
 
-    async def _run_one(self, ticket: Ticket) -> None:
+    async def _run_one(self, ticket: Ticket) -> bool:
+        """Run the ticket's attempt; False if it was parked behind a running one instead."""
+        payload = await self._payload(ticket)
+        if payload is None:
+            return True
+        sid = ticket.schedule_id
+        if sid is None or payload.policies.overlap not in _SERIAL:
+            await self._attempts.run(ticket, payload, None)
+            return True
+        running = self._running[sid]
+        if running:
+            if payload.policies.overlap is Overlap.REPLACE:
+                for request in running.values():
+                    if not request.done():
+                        request.set_result(f"replaced by {ticket.key}")
+            self._parked[sid].append(ticket)
+            return False
+        stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        running[ticket.firing_id] = stop
         try:
-            payload = decode_payload(await self._store.load_payload(ticket.payload_id))
-        except (ScheddError, ValueError, KeyError) as exc:
+            await self._attempts.run(ticket, payload, stop)
+        finally:
+            del running[ticket.firing_id]
+            if not running:
+                del self._running[sid]
+                parked = self._parked.pop(sid, [])
+                for waiting in parked:
+                    self._queue.put_nowait(waiting)
+        return True
+
+    async def _payload(self, ticket: Ticket) -> RunPayload | None:
+        try:
+            return decode_payload(await self._store.load_payload(ticket.payload_id))
+        except (ScheddError, ValueError, KeyError, TypeError) as exc:
             log.error("firing %s cannot start: unreadable payload: %s", ticket.key, exc)
             await self._store.set_firing_state(
                 ticket.firing_id,
@@ -145,76 +188,12 @@ class Runner:
                 now_ms=self._clock.wall_ms(),
             )
             self._events.changed(ticket.key, ticket.schedule)
+            return None
+
+    def _done(self, ticket: Ticket) -> None:
+        sid = ticket.schedule_id
+        if sid is None:
             return
-        task = payload.task
-        env = build_env(
-            inherited=self._inherited,
-            allow=self._allow,
-            task_env=task.env,
-            firing={
-                "SCHEDD_IDEMPOTENCY_KEY": ticket.key,
-                "SCHEDD_SCHEDULED_FOR": format_instant(ticket.scheduled_for_ms),
-                "SCHEDD_ATTEMPT": str(ticket.attempt),
-                "SCHEDD_SCHEDULE": ticket.schedule,
-            },
-        )
-        request = CommandRequest(
-            argv=task.argv,
-            cwd=task.cwd,
-            env=env,
-            shell=task.shell,
-            timeout_ms=payload.timeout_ms,
-            kill_grace_ms=payload.kill_grace_ms,
-            output_tail_bytes=self._tail,
-        )
-        run_id: int | None = None
-
-        async def on_spawn(ident: ProcessIdentity) -> None:
-            nonlocal run_id
-            ref = ProcessRef(ident.pid, ident.pgid, ident.start_ticks)
-            run_id = await self._store.start_run(ticket, ref, self._clock.wall_ms())
-            self.started += 1
-            self._events.changed(ticket.key, ticket.schedule)
-            log.info(
-                "run started: schedule=%s key=%s attempt=%d pid=%d",
-                ticket.schedule,
-                ticket.key,
-                ticket.attempt,
-                ident.pid,
-            )
-
-        started = self._clock.monotonic_ms()
-        result = await run_command(request, self._clock, on_spawn=on_spawn)
-        if run_id is None:  # it never started (spawn failed): record the attempt anyway
-            run_id = await self._store.start_run(ticket, None, self._clock.wall_ms())
-        duration = self._clock.monotonic_ms() - started
-        state = firing_state_after(result.outcome)
-        await self._store.finish_run(
-            RunFinish(
-                run_id=run_id,
-                firing_id=ticket.firing_id,
-                outcome=result.outcome.value,
-                firing_state=state,
-                ended_ms=self._clock.wall_ms(),
-                exit_code=result.exit_code,
-                signal=result.signal,
-                reason=result.reason,
-                output=result.output,
-                output_bytes=len(result.output),
-                output_truncated=result.output_truncated,
-                crashed=result.outcome is RunOutcome.CRASH,
-            )
-        )
-        self.finished += 1
-        self._events.changed(ticket.key, ticket.schedule)
-        level = logging.INFO if result.outcome is RunOutcome.SUCCEEDED else logging.WARNING
-        log.log(
-            level,
-            "run finished: schedule=%s key=%s attempt=%d outcome=%s duration_ms=%d%s",
-            ticket.schedule,
-            ticket.key,
-            ticket.attempt,
-            result.outcome.value,
-            duration,
-            f" reason={result.reason!r}" if result.reason else "",
-        )
+        self._active[sid] -= 1
+        if self._active[sid] <= 0:
+            del self._active[sid]

@@ -16,6 +16,9 @@ Fractions are allowed where they land on a whole millisecond or byte (``"1.5s"``
 ``"0.5KiB"``) and parsed exactly with :class:`fractions.Fraction`, never through a float.
 ``format_duration``/``format_size`` are the display inverses; ``parse_duration`` reads back
 whatever ``format_duration`` writes.
+
+A *rate* (a tenant's ``retry_budget``) is a whole count over a duration, ``"100/10m"``; the
+duration follows the rules above, and a unit alone means one of it (``"100/h"``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import re
 from fractions import Fraction
 
 from schedd.errors import InvalidArgument
+from schedd.ratelimit import Rate
 
 #: Largest first: the parser enforces this order, the formatter emits it.
 _DURATION_UNITS: dict[str, int] = {
@@ -162,3 +166,26 @@ def format_size(n: int) -> str:
                 return f"{n // size}{unit}"
             return f"{n / size:.1f}{unit}"
     return f"{n}B"
+
+
+def parse_rate(text: str) -> Rate:
+    """``"100/10m"`` → ``Rate(100, 600_000)``: a whole count >= 1, ``/``, a duration > 0.
+
+    Raises :class:`InvalidArgument` quoting the value and saying which half is wrong.
+    """
+
+    def bad(why: str) -> InvalidArgument:
+        return InvalidArgument(f'invalid rate "{text}": {why}')
+
+    count, slash, period = text.partition("/")
+    if not slash:
+        raise bad('expected a rate like "100/10m" (a number of tokens per duration)')
+    if not count.isascii() or not count.isdigit() or int(count) < 1:
+        raise bad('the count before "/" must be a whole number >= 1, as in "100/10m"')
+    if period in _DURATION_UNITS:
+        period = "1" + period
+    try:
+        per_ms = parse_duration(period)
+    except InvalidArgument as e:
+        raise bad(str(e)) from e
+    return Rate(int(count), per_ms)

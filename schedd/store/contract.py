@@ -28,6 +28,7 @@ from schedd.store.records import (
     ProcessRef,
     ReconcileSummary,
     RecoveredRun,
+    RetryBatch,
     RunFinish,
     RunRecord,
     SchedulePlan,
@@ -80,9 +81,10 @@ class Store(Protocol):
 
     async def due_schedules(
         self, *, after: tuple[int, int] | None, until_ms: int, limit: int
-    ) -> list[tuple[int, int]]:
-        """``(next_due_ms, schedule_id)`` of unpaused schedules due by ``until_ms``, ascending,
-        strictly after the ``after`` cursor (a previous page's last pair)."""
+    ) -> list[tuple[int, int, bool]]:
+        """``(next_due_ms, schedule_id, is_python)`` of unpaused schedules due by ``until_ms``,
+        ascending, strictly after the ``after`` cursor (a previous page's first two fields).
+        ``is_python`` says the schedule runs a Python task (the pool pre-scales for those)."""
 
     async def dispatch(self, schedule_ids: Sequence[int], planner: Planner) -> list[Ticket]:
         """Apply ``planner`` to each schedule and store its plan, all in one transaction.
@@ -108,7 +110,8 @@ class Store(Protocol):
         """Move the firing ``committed → running`` and insert its run row; return the run id."""
 
     async def finish_run(self, finish: RunFinish) -> None:
-        """Store a run's end and its firing's next state atomically."""
+        """Store a run's end and its firing's next state atomically: the firing's crash count
+        grows by one if the run crashed, and ``retry_at_ms`` is stored with a ``failed`` state."""
 
     async def set_firing_state(
         self, firing_id: int, state: FiringState, *, reason: str | None, now_ms: int
@@ -132,5 +135,45 @@ class Store(Protocol):
         """Raises ``NotFound`` naming the run id."""
 
     async def count_firings(self, states: Sequence[FiringState]) -> int: ...
+
+    # --- retries --------------------------------------------------------------------------
+
+    async def due_retries(
+        self, *, after: tuple[int, int] | None, until_ms: int, limit: int
+    ) -> list[tuple[int, int]]:
+        """``(retry_at_ms, firing_id)`` of ``failed`` firings whose retry is due by
+        ``until_ms``, ascending, strictly after the ``after`` cursor."""
+
+    async def start_retries(self, firing_ids: Sequence[int], now_ms: int) -> RetryBatch:
+        """Move each ``failed`` firing whose ``retry_at_ms <= now_ms`` to ``committed`` with
+        attempt + 1, in one transaction; report the others as not due (never early). Ids no
+        longer ``failed`` (purged, retried meanwhile) are ignored."""
+
+    # --- the dead-letter queue (dead or quarantined firings) -------------------------------
+
+    async def list_dead(
+        self, *, schedule: str | None, limit: int, before_id: int | None = None
+    ) -> list[FiringRecord]:
+        """Newest first by firing id."""
+
+    async def oldest_dead_ms(self) -> int | None:
+        """When the oldest dead-letter firing got there (``None`` if the queue is empty)."""
+
+    async def get_firing_by_id(self, firing_id: int) -> FiringRecord:
+        """Raises ``NotFound`` naming the id."""
+
+    async def runs_of(self, firing_id: int) -> list[RunRecord]:
+        """Every attempt of a firing, oldest first, with output."""
+
+    async def requeue(self, firing_id: int, now_ms: int) -> Ticket:
+        """An operator's retry: ``dead``/``quarantined`` → ``committed``, attempt + 1, same key.
+        ``IllegalTransition`` for a firing in any other state."""
+
+    async def purge_dead(
+        self, *, firing_ids: Sequence[int] | None, older_than_ms: int | None
+    ) -> int:
+        """Delete dead-letter firings (those listed, and/or last changed before
+        ``older_than_ms``), their runs, and payloads nothing references any more. Firings in
+        other states are never deleted. Returns how many firings were deleted."""
 
     async def count_firings_of(self, schedule: str, states: Sequence[FiringState]) -> int: ...

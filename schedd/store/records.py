@@ -78,6 +78,8 @@ class Ticket:
     scheduled_for_ms: int
     attempt: int
     payload_id: int
+    #: Crashes of earlier attempts (stored with the firing, so they survive restarts).
+    crashes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class FiringRecord:
     reason: str | None
     created_ms: int
     updated_ms: int
+    retry_at_ms: int | None = None
 
     def ticket(self) -> Ticket:
         return Ticket(
@@ -106,7 +109,17 @@ class FiringRecord:
             self.scheduled_for_ms,
             self.attempt,
             self.payload_id,
+            self.crashes,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBatch:
+    """What :meth:`Store.start_retries` did: the firings now committed, and those not due yet."""
+
+    tickets: tuple[Ticket, ...]
+    #: ``(retry_at_ms, firing_id)`` of retries whose time the wall clock has not reached.
+    not_due: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +166,10 @@ class RunFinish:
     output_bytes: int
     output_truncated: bool
     crashed: bool = False
+    #: When ``firing_state`` is ``failed``: the wall-clock ms its next attempt is due.
+    retry_at_ms: int | None = None
+    #: The firing's reason, when it differs from the run's (e.g. "quarantined after 2 crashes").
+    firing_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,11 @@ Layout decisions that carry guarantees:
   soon, so memory follows the horizon, not the number of stored schedules.
 * ``firings.key`` is UNIQUE: idempotency is enforced by the database, not by hope.
 * Firings keep no foreign key to schedules: removing a schedule keeps its history.
+* ``firings.retry_at_ms`` (v2) is when a ``failed`` firing's next attempt is due, stored so a
+  retry survives a restart; a partial index on it lets the loader read only retries due soon,
+  exactly as ``schedules_due`` does for schedules.
+* ``schedules.task_kind`` (v2) says whether a schedule runs a Python task, so the loader can
+  tell the worker pool to pre-scale for a pulse without reading any payload.
 """
 
 from __future__ import annotations
@@ -82,6 +87,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_by_firing ON runs(firing_id, attempt)",
         "CREATE INDEX runs_by_schedule ON runs(schedule, id)",
         "CREATE INDEX runs_running ON runs(state) WHERE state = 'running'",
+    ),
+    # version 2: retries, the dead-letter queue, pre-scaling
+    (
+        "ALTER TABLE firings ADD COLUMN retry_at_ms INTEGER",
+        """CREATE INDEX firings_retry ON firings(retry_at_ms, id)
+            WHERE state = 'failed' AND retry_at_ms IS NOT NULL""",
+        """CREATE INDEX firings_dead ON firings(state, updated_ms)
+            WHERE state IN ('dead', 'quarantined')""",
+        "CREATE INDEX firings_payload ON firings(payload_id)",
+        "ALTER TABLE schedules ADD COLUMN task_kind TEXT NOT NULL DEFAULT 'command'",
     ),
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import tracemalloc
@@ -21,16 +22,11 @@ import pytest
 
 from schedd.clock import SystemClock
 from schedd.errors import InvalidArgument
-from schedd.model import RunOutcome
-from schedd.workers.command import (
-    DRAIN_MS,
-    Classification,
-    CommandRequest,
-    CommandResult,
-    classify,
-    run_command,
-)
+from schedd.model import Limits, RunOutcome
+from schedd.workers.command import DRAIN_MS, CommandRequest, run_command
 from schedd.workers.environment import FIRING_VARS, NEVER_INHERIT, build_env
+from schedd.workers.limits import LimitedLauncher
+from schedd.workers.outcome import Ending, RunResult, classify
 from schedd.workers.procs import ProcessIdentity, kill_group_if_ours, process_identity
 from tests.fakes import FakeClock
 
@@ -78,9 +74,7 @@ class Spawns:
         return identity.pgid
 
 
-async def run(
-    req: CommandRequest, clock: Any = None, spawns: Spawns | None = None
-) -> CommandResult:
+async def run(req: CommandRequest, clock: Any = None, spawns: Spawns | None = None) -> RunResult:
     async with asyncio.timeout(10):  # a hang fails here, not at pytest's global timeout
         return await run_command(req, clock or SystemClock(), on_spawn=spawns or Spawns())
 
@@ -159,7 +153,7 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 async def test_exit_zero_succeeds_with_its_output() -> None:
     result = await run(request("echo", "hello"))
-    assert result == CommandResult(RunOutcome.SUCCEEDED, 0, None, None, b"hello\n", False)
+    assert result == RunResult(RunOutcome.SUCCEEDED, 0, None, None, b"hello\n", False)
 
 
 async def test_nonzero_exit_fails_with_its_status() -> None:
@@ -184,23 +178,60 @@ async def test_segfault_is_a_crash() -> None:
     )
 
 
+CPU = Limits(cpu_seconds=2)
+
+
 @pytest.mark.parametrize(
-    ("returncode", "timeout_ms", "expected"),
+    ("returncode", "kw", "expected"),
     [
-        (0, None, Classification(RunOutcome.SUCCEEDED, 0, None, None)),
-        (3, None, Classification(RunOutcome.FAILED, 3, None, "exit status 3")),
-        (-11, None, Classification(RunOutcome.CRASH, None, 11, "killed by SIGSEGV")),
-        (-99, None, Classification(RunOutcome.CRASH, None, 99, "killed by signal 99")),
-        (-15, 5_000, Classification(RunOutcome.TIMEOUT, None, 15, "timeout after 5s")),
-        (-9, 1_500, Classification(RunOutcome.TIMEOUT, None, 9, "timeout after 1500ms")),
+        (0, {}, RunResult(RunOutcome.SUCCEEDED, 0, None, None)),
+        (3, {}, RunResult(RunOutcome.FAILED, 3, None, "exit status 3")),
+        (-11, {}, RunResult(RunOutcome.CRASH, None, 11, "killed by SIGSEGV")),
+        (-99, {}, RunResult(RunOutcome.CRASH, None, 99, "killed by signal 99")),
+        (
+            -15,
+            {"ending": Ending.TIMED_OUT, "timeout_ms": 5_000},
+            RunResult(RunOutcome.TIMEOUT, None, 15, "timeout after 5s"),
+        ),
+        (
+            -9,
+            {"ending": Ending.TIMED_OUT, "timeout_ms": 1_500},
+            RunResult(RunOutcome.TIMEOUT, None, 9, "timeout after 1500ms"),
+        ),
         # Trapping SIGTERM and exiting 0 at the timeout is still not finishing in time.
-        (0, 1_000, Classification(RunOutcome.TIMEOUT, 0, None, "timeout after 1s")),
+        (
+            0,
+            {"ending": Ending.TIMED_OUT, "timeout_ms": 1_000},
+            RunResult(RunOutcome.TIMEOUT, 0, None, "timeout after 1s"),
+        ),
+        (
+            -15,
+            {"ending": Ending.STOPPED, "stop_reason": "replaced by k"},
+            RunResult(RunOutcome.CANCELLED, None, 15, "replaced by k"),
+        ),
+        # A CPU limit explains SIGXCPU, and SIGKILL only once the CPU time reached it.
+        (
+            -24,
+            {"limits": CPU},
+            RunResult(RunOutcome.RESOURCE_LIMIT, None, 24, "CPU limit of 2s reached (SIGXCPU)"),
+        ),
+        (
+            -9,
+            {"limits": CPU, "cpu_ms": 3_000},
+            RunResult(RunOutcome.RESOURCE_LIMIT, None, 9, "CPU limit of 2s reached (SIGKILL)"),
+        ),
+        (
+            -9,
+            {"limits": CPU, "cpu_ms": 10},
+            RunResult(RunOutcome.CRASH, None, 9, "killed by SIGKILL"),
+        ),
+        (-24, {}, RunResult(RunOutcome.CRASH, None, 24, "killed by SIGXCPU")),
     ],
 )
 def test_classify_counts_only_unexplained_signals_as_crashes(
-    returncode: int, timeout_ms: int | None, expected: Classification
+    returncode: int, kw: dict[str, Any], expected: RunResult
 ) -> None:
-    assert classify(returncode, timeout_ms) == expected
+    assert classify(returncode, **kw) == expected
 
 
 @pytest.mark.parametrize(
@@ -522,3 +553,70 @@ def test_kill_group_if_ours_reports_nothing_killed_for_a_vanished_group() -> Non
     proc.wait()
     assert process_identity(proc.pid) is None
     assert not kill_group_if_ours(identity)
+
+
+# --- rlimits and stop requests ------------------------------------------------------------------
+
+
+async def test_core_dumps_are_off_by_default_and_limits_apply_before_the_command_runs() -> None:
+    limits = Limits(open_files=64, memory_bytes=512 * 1024 * 1024)
+    result = await run(sh("ulimit -c; ulimit -n; ulimit -v", limits=limits))
+    assert result.output.split() == [b"0", b"64", str(512 * 1024).encode()]
+
+
+async def test_a_task_past_its_cpu_limit_ends_resource_limit_not_crash() -> None:
+    result = await run(request("sh", "-c", "while :; do :; done", limits=Limits(cpu_seconds=1)))
+    assert result.outcome is RunOutcome.RESOURCE_LIMIT
+    assert result.signal == signal.SIGXCPU
+
+
+async def test_without_the_prlimit_program_limits_are_set_right_after_spawn() -> None:
+    launcher = LimitedLauncher()
+    launcher._prlimit = None  # as on a host without util-linux
+    stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    seen: list[str] = []
+
+    async def on_spawn(identity: ProcessIdentity) -> None:
+        seen.append(await asyncio.to_thread(Path(f"/proc/{identity.pid}/limits").read_text))
+        stop.set_result("checked")
+
+    result = await run_command(
+        request("sleep", "100", limits=Limits(open_files=77)),
+        SystemClock(),
+        on_spawn=on_spawn,
+        launcher=launcher,
+        stop=stop,
+    )
+    assert result.outcome is RunOutcome.CANCELLED
+    (limits,) = seen
+    assert re.search(r"Max open files\s+77\s+77", limits)
+    assert re.search(r"Max core file size\s+0\s+0", limits)
+
+
+async def test_a_stop_request_takes_the_group_down_and_ends_cancelled() -> None:
+    spawns = Spawns()
+    stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    pending = asyncio.ensure_future(
+        run_command(
+            sh("sleep 100 & sleep 100", kill_grace_ms=60_000),
+            SystemClock(),
+            on_spawn=spawns,
+            stop=stop,
+        )
+    )
+    await spawns.called.wait()
+    stop.set_result("replaced by job@2026")
+    result = await asyncio.wait_for(pending, 10)
+    assert (result.outcome, result.signal, result.reason) == (
+        RunOutcome.CANCELLED,
+        signal.SIGTERM,
+        "replaced by job@2026",
+    )
+    await assert_group_dies(spawns.pgid)
+
+
+async def test_a_missing_program_is_a_spawn_failure_even_through_prlimit() -> None:
+    result = await run(request("no-such-program-here"))
+    assert result.reason is not None
+    assert "No such file or directory" in result.reason
+    assert result.outcome is RunOutcome.FAILED

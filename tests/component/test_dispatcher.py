@@ -1,7 +1,7 @@
 """The dispatch path with a fake clock and a real SQLite store: timing, never early, high-water.
 
 The runner is replaced by a recorder (the dispatcher's only contact with it is ``submit`` and
-``is_active``); everything else is the production code. The test advances the fake clock, then
+``active_count``); everything else is the production code. The test advances the fake clock, then
 waits until the dispatcher is asleep again (``clock.settled()``) before asserting what did or did
 not fire — no sleeps.
 """
@@ -33,12 +33,16 @@ EVERY = 10_000
 class Recorder:
     clock: FakeClock
     fired: list[tuple[Ticket, int]] = field(default_factory=list)  # (ticket, wall at submit)
+    prescaled: list[int] = field(default_factory=list)
 
     def submit(self, ticket: Ticket) -> None:
         self.fired.append((ticket, self.clock.wall_ms()))
 
-    def is_active(self, schedule_id: int) -> bool:
-        return False
+    def active_count(self, schedule_id: int) -> int:
+        return 0
+
+    def prescale(self, due_soon: int) -> None:
+        self.prescaled.append(due_soon)
 
     def fired_keys(self) -> list[str]:
         return [t.key for t, _ in self.fired]

@@ -27,6 +27,7 @@ from schedd.store.records import (
     ScheduleRule,
 )
 from schedd.store.sqlite import SqliteStore
+from schedd.store.schema import SCHEMA_VERSION
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -65,7 +66,7 @@ def fire_at(occ: int, hw: int | None = None) -> object:
 
 
 async def ids(store: SqliteStore) -> list[int]:
-    return [sid for _, sid in await store.due_schedules(after=None, until_ms=2**62, limit=100)]
+    return [sid for _, sid, _ in await store.due_schedules(after=None, until_ms=2**62, limit=100)]
 
 
 async def test_reconcile_adds_changes_and_removes_keeping_history(store: SqliteStore) -> None:
@@ -237,6 +238,6 @@ async def test_writes_survive_reopening(tmp_path: Path) -> None:
     await s2.open()
     try:
         assert (await s2.get_firing(t.key)).state is FiringState.COMMITTED
-        assert (await s2.info()).schema_version == 1
+        assert (await s2.info()).schema_version == SCHEMA_VERSION
     finally:
         await s2.close()

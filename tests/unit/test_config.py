@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,16 +11,22 @@ import pytest
 from schedd import model
 from schedd.config import (
     Config,
+    TenantConfig,
+    WorkersConfig,
     config_socket_path,
     load_config,
     parse_config,
 )
+from schedd.config import schema as config_schema
 from schedd.errors import ConfigError
+from schedd.payload import DEFAULT_MAX_PAYLOAD
+from schedd.ratelimit import Rate
 
 ETC = Path("/etc/schedd")
 HEAD = '[daemon]\nstate_dir = "state"\n'
 ECHO = 'command = ["/bin/echo", "hi"]\n'
 EXAMPLE = Path(__file__).resolve().parents[2] / "schedd.toml.example"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def parse(body: str, head: str = HEAD) -> Config:
@@ -45,6 +54,11 @@ def schedule(body: str, name: str = "backup") -> model.ScheduleSpec:
     return config.schedules[0]
 
 
+def command_task(spec: model.ScheduleSpec) -> model.CommandTask:
+    assert isinstance(spec.task, model.CommandTask), spec.task
+    return spec.task
+
+
 # --- defaults and paths -----------------------------------------------------------------------
 
 
@@ -60,11 +74,18 @@ def test_minimal_config_gets_every_default() -> None:
     assert (config.admin.mode, config.admin.group) == (0o660, None)
     assert config.admin.max_request_bytes == 1024 * 1024
     assert (config.admin.idle_timeout_ms, config.admin.max_connections) == (300_000, 64)
-    assert (config.workers.max, config.workers.output_tail_bytes) == (4, 64 * 1024)
+    assert (config.workers.min, config.workers.max) == (0, 4)
+    assert (config.workers.python, config.workers.pythonpath) == (sys.executable, ())
+    assert config.workers.max_tasks_per_worker is None
+    assert config.workers.max_worker_rss_bytes is None
+    assert (config.workers.start_timeout_ms, config.workers.idle_timeout_ms) == (30_000, 60_000)
+    assert config.workers.output_tail_bytes == 64 * 1024
     assert "PATH" in config.workers.env_allow
     assert config.logging.level == "info"
     assert config.defaults.policies == model.Policies()
     assert (config.defaults.jitter_ms, config.defaults.timezone) == (None, "UTC")
+    assert config.defaults.max_payload_bytes == DEFAULT_MAX_PAYLOAD
+    assert config.tenants == {}
     assert config.schedules == ()
 
 
@@ -85,7 +106,14 @@ max_request_size = "64KiB"
 idle_timeout = "30s"
 max_connections = 8
 [workers]
+min = 2
 max = 16
+python = "{python}"
+pythonpath = ["src", "/opt/lib"]
+max_tasks_per_worker = 100
+max_worker_rss = "512MiB"
+start_timeout = "5s"
+idle_timeout = "2m"
 output_tail = "1MiB"
 env_allow = ["PATH", "PGHOST"]
 [logging]
@@ -99,7 +127,18 @@ timeout = "1h"
 kill_grace = "3s"
 jitter = "5s"
 timezone = "Europe/Berlin"
-"""
+max_payload = "1MiB"
+on_quarantine = ["/usr/local/bin/page", "--team", "ops"]
+[defaults.retry]
+max_attempts = 3
+base = "2s"
+max = "1m"
+[defaults.limits]
+memory = "1GiB"
+cpu = "1m"
+open_files = 256
+core = "1MiB"
+""".replace("{python}", sys.executable)
     )
     assert config.daemon.shutdown_grace_ms == 60_000
     assert config.store.path == Path("/var/lib/other.db")
@@ -109,7 +148,18 @@ timezone = "Europe/Berlin"
     assert (config.admin.mode, config.admin.group) == (0o600, "ops")
     assert config.admin.max_request_bytes == 65_536
     assert (config.admin.idle_timeout_ms, config.admin.max_connections) == (30_000, 8)
-    assert config.workers == type(config.workers)(16, 1_048_576, ("PATH", "PGHOST"))
+    assert config.workers == WorkersConfig(
+        min=2,
+        max=16,
+        python=sys.executable,
+        pythonpath=(str(ETC / "src"), "/opt/lib"),
+        max_tasks_per_worker=100,
+        max_worker_rss_bytes=512 * 1024 * 1024,
+        start_timeout_ms=5_000,
+        idle_timeout_ms=120_000,
+        output_tail_bytes=1_048_576,
+        env_allow=("PATH", "PGHOST"),
+    )
     assert config.logging.level == "debug"
     assert config.defaults.policies == model.Policies(
         misfire=model.Misfire.SKIP,
@@ -118,8 +168,14 @@ timezone = "Europe/Berlin"
         overlap=model.Overlap.ALLOW,
         timeout_ms=3_600_000,
         kill_grace_ms=3_000,
+        retry=model.Retry(max_attempts=3, base_ms=2_000, max_ms=60_000),
+        limits=model.Limits(
+            memory_bytes=1024**3, cpu_seconds=60, open_files=256, core_bytes=1024 * 1024
+        ),
+        on_quarantine=("/usr/local/bin/page", "--team", "ops"),
     )
     assert (config.defaults.jitter_ms, config.defaults.timezone) == (5_000, "Europe/Berlin")
+    assert config.defaults.max_payload_bytes == 1024 * 1024
 
 
 def test_relative_paths_resolve_against_the_config_files_directory_not_the_cwd(
@@ -138,7 +194,7 @@ def test_relative_paths_resolve_against_the_config_files_directory_not_the_cwd(
     assert config.daemon.state_dir == conf_dir / "state"
     assert config.store.path == conf_dir / "../db/s.db"
     assert config.admin.socket == conf_dir / "run/a.sock"
-    assert config.schedules[0].task.cwd == str(conf_dir / "work")
+    assert command_task(config.schedules[0]).cwd == str(conf_dir / "work")
 
 
 def test_absolute_paths_are_kept() -> None:
@@ -147,7 +203,7 @@ def test_absolute_paths_are_kept() -> None:
         head=('[daemon]\nstate_dir = "/var/lib/schedd"\n'),
     )
     assert config.daemon.state_dir == Path("/var/lib/schedd")
-    assert config.schedules[0].task.cwd == "/srv"
+    assert command_task(config.schedules[0]).cwd == "/srv"
 
 
 def test_sha256_is_of_the_file_bytes(tmp_path: Path) -> None:
@@ -349,9 +405,16 @@ def test_schedule_keys_override_defaults() -> None:
     assert spec.jitter_ms == 0
 
 
-def test_overlap_policies_without_runner_support_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"schedules\.j\.overlap: .*skip.*allow"):
-        parse('[schedules.j]\nevery = "1m"\noverlap = "queue_one"\n' + ECHO)
+@pytest.mark.parametrize("overlap", list(model.Overlap))
+def test_every_overlap_policy_is_accepted(overlap: model.Overlap) -> None:
+    spec = schedule(f'every = "1m"\noverlap = "{overlap.value}"\n' + ECHO)
+    assert spec.policies.overlap is overlap
+
+
+def test_unknown_overlap_policy_lists_all_four() -> None:
+    key, msg = only_problem('[schedules.j]\nevery = "1m"\noverlap = "queue"\n' + ECHO)
+    assert key == "schedules.j.overlap"
+    assert msg == 'expected one of "skip", "queue_one", "allow", "replace", got "queue"'
 
 
 def test_zero_timeout_lifts_a_default_timeout() -> None:
@@ -504,13 +567,13 @@ def test_shell_command_is_one_string() -> None:
 
 def test_env_is_a_table_of_strings() -> None:
     spec = schedule('every = "1m"\n' + ECHO + '[schedules.backup.env]\nPGHOST = "db"\n')
-    assert spec.task.env == {"PGHOST": "db"}
+    assert command_task(spec).env == {"PGHOST": "db"}
 
 
 @pytest.mark.parametrize(
     ("task", "key", "msg"),
     [
-        ("", "schedules.j", "missing command"),
+        ("", "schedules.j", "missing the task: set command (the argv to run"),
         ("command = []\n", "schedules.j.command", "non-empty array of strings, got an empty array"),
         ('command = "echo hi"\n', "schedules.j.command", "set shell = true"),
         ('command = ["/bin/echo", 5]\n', "schedules.j.command[1]", "expected a string, got 5"),
@@ -538,6 +601,459 @@ def test_every_bad_env_entry_is_reported() -> None:
     assert set(found) == {"schedules.j.env.A", "schedules.j.env.C"}
 
 
+# --- [workers]: the Python pool ---------------------------------------------------------------
+
+
+def executable_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_relative_worker_python_and_pythonpath_resolve_against_the_config_dir(
+    tmp_path: Path,
+) -> None:
+    python = executable_file(tmp_path / "venv" / "bin" / "python")
+    config = parse_config(
+        HEAD + '[workers]\npython = "venv/bin/python"\npythonpath = ["src", "/opt/lib"]\n',
+        base_dir=tmp_path,
+    )
+    assert config.workers.python == str(python)
+    assert config.workers.pythonpath == (str(tmp_path / "src"), "/opt/lib")
+
+
+def test_worker_python_symlink_is_kept_as_written_so_the_venv_is_found(tmp_path: Path) -> None:
+    link = tmp_path / "venv" / "bin" / "python"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(sys.executable)
+    config = parse_config(HEAD + f'[workers]\npython = "{link}"\n', base_dir=tmp_path)
+    assert config.workers.python == str(link)
+
+
+def test_missing_worker_python_is_refused_at_workers_python() -> None:
+    key, msg = only_problem('[workers]\npython = "python3"\n')
+    assert key == "workers.python"
+    assert msg.startswith(f"{ETC / 'python3'} does not exist; give the interpreter's absolute")
+    assert "PATH is not searched" in msg
+
+
+def test_worker_python_that_is_not_executable_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "python").write_text("")
+    with pytest.raises(ConfigError) as info:
+        parse_config(HEAD + '[workers]\npython = "python"\n', base_dir=tmp_path)
+    assert info.value.problems == [("workers.python", f"{tmp_path / 'python'} is not executable")]
+
+
+def test_worker_python_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(HEAD + '[workers]\npython = "."\n', base_dir=tmp_path)
+    assert info.value.problems == [("workers.python", f"{tmp_path / '.'} is not a file")]
+
+
+def test_min_workers_above_max_is_refused_at_min() -> None:
+    assert only_problem("[workers]\nmin = 3\nmax = 2\n") == (
+        "workers.min",
+        "min 3 is more than max 2",
+    )
+
+
+def test_min_workers_above_the_default_max_says_so() -> None:
+    assert only_problem("[workers]\nmin = 5\n") == (
+        "workers.min",
+        "min 5 is more than max 4 (the default)",
+    )
+
+
+def test_min_workers_is_not_compared_with_a_refused_max() -> None:
+    assert set(problems("[workers]\nmin = 5\nmax = 0\n")) == {"workers.max"}
+
+
+def test_min_workers_may_equal_max() -> None:
+    assert parse("[workers]\nmin = 2\nmax = 2\n").workers.min == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "msg"),
+    [
+        ("min = -1", "workers.min", "expected an integer >= 0, got -1"),
+        ("max_tasks_per_worker = 0", "workers.max_tasks_per_worker", "integer >= 1, got 0"),
+        ("max_worker_rss = 512", "workers.max_worker_rss", "at least 1048576 bytes, got 512"),
+        ('max_worker_rss = "512"', "workers.max_worker_rss", "missing unit"),
+        ("start_timeout = 30", "workers.start_timeout", 'write "30s"'),
+        ('idle_timeout = "0s"', "workers.idle_timeout", "greater than zero"),
+        ("python = 3", "workers.python", "expected a non-empty string, got 3"),
+        ('pythonpath = "src"', "workers.pythonpath", 'array of directory paths, got "src"'),
+        ('pythonpath = ["a", 1]', "workers.pythonpath[1]", "expected a string, got 1"),
+        ('pythonpath = [""]', "workers.pythonpath[0]", "expected a non-empty string"),
+        ('pythonpath = ["a:b"]', "workers.pythonpath[0]", "the separator of PYTHONPATH"),
+        ('pythonpath = ["a\\u0000"]', "workers.pythonpath[0]", "NUL byte"),
+    ],
+)
+def test_bad_worker_key_names_the_key(body: str, key: str, msg: str) -> None:
+    found_key, found_msg = only_problem(f"[workers]\n{body}\n")
+    assert found_key == key
+    assert msg in found_msg
+
+
+# --- [defaults]: retry, limits, on_quarantine, max_payload ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "msg"),
+    [
+        ("[defaults.retry]\nmax_attempts = 0", "defaults.retry.max_attempts", "integer >= 1"),
+        ("[defaults.retry]\nbase = 1", "defaults.retry.base", 'write "1s"'),
+        ('[defaults.retry]\nmax = "0s"', "defaults.retry.max", "greater than zero"),
+        (
+            "[defaults.retry]\nmaxattempts = 3",
+            "defaults.retry.maxattempts",
+            'unknown key; did you mean "max_attempts"?',
+        ),
+        ("[defaults]\nretry = 3", "defaults.retry", "expected a table, got 3"),
+        ("[defaults.limits]\nmemory = 512", "defaults.limits.memory", "at least 1048576 bytes"),
+        (
+            '[defaults.limits]\ncpu = "1.5s"',
+            "defaults.limits.cpu",
+            'must be whole seconds, at least 1s (the CPU limit counts seconds), got "1.5s"',
+        ),
+        ('[defaults.limits]\ncpu = "500ms"', "defaults.limits.cpu", "whole seconds, at least 1s"),
+        ("[defaults.limits]\ncpu = 60", "defaults.limits.cpu", 'write "60s"'),
+        ("[defaults.limits]\nopen_files = 0", "defaults.limits.open_files", "integer >= 1"),
+        ('[defaults.limits]\ncore = "-1B"', "defaults.limits.core", "negative"),
+        ("[defaults.limits]\nnofile = 5", "defaults.limits.nofile", "unknown key"),
+        ("[defaults]\non_quarantine = []", "defaults.on_quarantine", "got an empty array"),
+        (
+            '[defaults]\non_quarantine = "page ops"',
+            "defaults.on_quarantine",
+            'expected a non-empty array of strings, got "page ops"',
+        ),
+        ('[defaults]\non_quarantine = ["page", 1]', "defaults.on_quarantine[1]", "got 1"),
+        ('[defaults]\non_quarantine = ["", "x"]', "defaults.on_quarantine[0]", "program name"),
+        ('[defaults]\nmax_payload = "1K"', "defaults.max_payload", 'unknown unit "K"'),
+        ("[defaults]\nmax_payload = 0", "defaults.max_payload", "at least 1 bytes"),
+    ],
+)
+def test_bad_default_policy_names_the_key(body: str, key: str, msg: str) -> None:
+    found_key, found_msg = only_problem(body + "\n")
+    assert found_key == key
+    assert msg in found_msg
+
+
+def test_a_zero_core_limit_is_allowed_and_memory_takes_sizes() -> None:
+    config = parse('[defaults.limits]\ncore = 0\nmemory = "2GiB"\n')
+    assert config.defaults.policies.limits == model.Limits(memory_bytes=2 * 1024**3, core_bytes=0)
+
+
+def test_default_retry_fields_not_set_keep_the_built_in_values() -> None:
+    config = parse("[defaults.retry]\nmax_attempts = 2\n")
+    assert config.defaults.policies.retry == model.Retry(max_attempts=2)
+
+
+def test_default_backoff_base_longer_than_max_is_refused_at_base() -> None:
+    assert only_problem('[defaults.retry]\nbase = "10m"\nmax = "1m"\n') == (
+        "defaults.retry.base",
+        "base 10m is longer than max 1m",
+    )
+
+
+def test_default_backoff_max_below_the_built_in_base_is_refused_at_max() -> None:
+    assert only_problem('[defaults.retry]\nmax = "500ms"\n') == (
+        "defaults.retry.max",
+        "base 1s is longer than max 500ms (base from schedd's built-in defaults)",
+    )
+
+
+def test_a_refused_backoff_base_is_not_compared_with_max() -> None:
+    found = problems('[defaults.retry]\nbase = "soon"\nmax = "500ms"\n')
+    assert set(found) == {"defaults.retry.base"}
+
+
+# --- schedules: policies merged over [defaults] -------------------------------------------------
+
+
+def test_schedule_retry_merges_field_by_field_over_the_defaults() -> None:
+    config = parse(
+        '[defaults.retry]\nmax_attempts = 7\nbase = "2s"\nmax = "1m"\n'
+        '[schedules.j]\nevery = "1m"\nretry = { max_attempts = 2 }\n' + ECHO
+    )
+    assert config.schedules[0].policies.retry == model.Retry(
+        max_attempts=2, base_ms=2_000, max_ms=60_000
+    )
+
+
+def test_schedule_limits_merge_field_by_field_over_the_defaults() -> None:
+    config = parse(
+        '[defaults.limits]\nmemory = "1GiB"\nopen_files = 64\n'
+        '[schedules.j]\nevery = "1m"\n' + ECHO + '[schedules.j.limits]\ncpu = "30s"\n'
+    )
+    assert config.schedules[0].policies.limits == model.Limits(
+        memory_bytes=1024**3, cpu_seconds=30, open_files=64
+    )
+
+
+def test_schedule_without_policy_tables_inherits_every_default_policy() -> None:
+    config = parse(
+        '[defaults]\non_quarantine = ["/bin/page"]\n[defaults.retry]\nmax_attempts = 9\n'
+        '[schedules.j]\nevery = "1m"\n' + ECHO
+    )
+    assert config.schedules[0].policies == config.defaults.policies
+    assert config.schedules[0].policies.on_quarantine == ("/bin/page",)
+
+
+def test_schedule_on_quarantine_replaces_the_default() -> None:
+    spec = schedule('every = "1m"\non_quarantine = ["/bin/mail", "ops"]\n' + ECHO)
+    assert spec.policies.on_quarantine == ("/bin/mail", "ops")
+
+
+def test_schedule_backoff_base_over_the_default_max_names_where_max_comes_from() -> None:
+    key, msg = only_problem(
+        '[defaults.retry]\nmax = "1m"\n[schedules.j]\nevery = "1m"\n'
+        'retry = { base = "2m" }\n' + ECHO
+    )
+    assert key == "schedules.j.retry.base"
+    assert msg == "base 2m is longer than max 1m (max from defaults.retry)"
+
+
+def test_bad_schedule_retry_key_is_reported_inside_the_schedule() -> None:
+    key, msg = only_problem('[schedules.j]\nevery = "1m"\nretry = { max_attempts = 0 }\n' + ECHO)
+    assert key == "schedules.j.retry.max_attempts"
+    assert msg == "expected an integer >= 1, got 0"
+
+
+def test_max_payload_is_a_defaults_key_only() -> None:
+    key, msg = only_problem('[schedules.j]\nevery = "1m"\nmax_payload = "1MiB"\n' + ECHO)
+    assert key == "schedules.j.max_payload"
+    assert msg.startswith("unknown key")
+
+
+# --- tenants ------------------------------------------------------------------------------------
+
+
+def test_tenants_are_read_with_their_retry_budgets() -> None:
+    config = parse('[tenants.acme]\nretry_budget = "100/10m"\n[tenants.free-tier]\n')
+    assert config.tenants == {
+        "acme": TenantConfig("acme", Rate(100, 600_000)),
+        "free-tier": TenantConfig("free-tier", None),
+    }
+
+
+def test_schedule_tenant_names_a_tenants_table() -> None:
+    config = parse('[tenants.acme]\n[schedules.j]\nevery = "1m"\ntenant = "acme"\n' + ECHO)
+    assert config.schedules[0].tenant == "acme"
+
+
+def test_schedule_without_a_tenant_has_none() -> None:
+    assert schedule('every = "1m"\n' + ECHO).tenant is None
+
+
+def test_unknown_tenant_suggests_a_close_one() -> None:
+    key, msg = only_problem('[tenants.acme]\n[schedules.j]\nevery = "1m"\ntenant = "acne"\n' + ECHO)
+    assert key == "schedules.j.tenant"
+    assert msg == 'unknown tenant "acne": there is no [tenants.acne] table; did you mean "acme"?'
+
+
+def test_unknown_tenant_without_any_tenants_says_which_table_to_add() -> None:
+    key, msg = only_problem('[schedules.j]\nevery = "1m"\ntenant = "acme"\n' + ECHO)
+    assert (key, msg) == (
+        "schedules.j.tenant",
+        'unknown tenant "acme": there is no [tenants.acme] table',
+    )
+
+
+def test_a_tenant_with_a_bad_budget_is_reported_once_not_at_its_schedules() -> None:
+    found = problems(
+        '[tenants.acme]\nretry_budget = "lots"\n[schedules.j]\nevery = "1m"\ntenant = "acme"\n'
+        + ECHO
+    )
+    assert set(found) == {"tenants.acme.retry_budget"}
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "msg"),
+    [
+        (
+            '[tenants.acme]\nretry_budget = "100"',
+            "tenants.acme.retry_budget",
+            'invalid rate "100": expected a rate like "100/10m"',
+        ),
+        (
+            "[tenants.acme]\nretry_budget = 100",
+            "tenants.acme.retry_budget",
+            'expected a rate like "100/10m", got 100',
+        ),
+        (
+            '[tenants.acme]\nretry_budget = "0/1m"',
+            "tenants.acme.retry_budget",
+            "whole number >= 1",
+        ),
+        ('[tenants.acme]\nbudget = "1/1m"', "tenants.acme.budget", 'did you mean "retry_budget"'),
+        ("[tenants.Acme]", "tenants.Acme", 'invalid tenant name "Acme"'),
+        ('[tenants]\nacme = "x"', "tenants.acme", 'expected a table, got "x"'),
+    ],
+)
+def test_bad_tenant_names_the_key(body: str, key: str, msg: str) -> None:
+    found_key, found_msg = only_problem(body + "\n")
+    assert found_key == key
+    assert msg in found_msg
+
+
+# --- schedules: Python tasks --------------------------------------------------------------------
+
+
+def test_python_task_with_json_args_and_kwargs() -> None:
+    spec = schedule(
+        'every = "1m"\npython = "myapp.jobs.mail:send_digest"\nargs = [1, "a", [true, 2.5]]\n'
+        'kwargs = { region = "eu", opts = { dry_run = false } }\n'
+    )
+    assert spec.task == model.PythonTask(
+        target="myapp.jobs.mail:send_digest",
+        args=(1, "a", [True, 2.5]),
+        kwargs={"region": "eu", "opts": {"dry_run": False}},
+    )
+
+
+def test_python_task_without_arguments() -> None:
+    spec = schedule('every = "1m"\npython = "platform:python_version"\n')
+    assert spec.task == model.PythonTask("platform:python_version")
+
+
+def test_python_target_may_name_a_nested_attribute() -> None:
+    spec = schedule('every = "1m"\npython = "app.tasks:Jobs.nightly"\n')
+    assert isinstance(spec.task, model.PythonTask)
+    assert spec.task.target == "app.tasks:Jobs.nightly"
+
+
+@pytest.mark.parametrize(
+    "target", ["myapp", "myapp:", ":run", "my-app:run", "app:run()", "app.:run", "a:b:c", ""]
+)
+def test_malformed_python_target_is_refused_with_the_expected_form(target: str) -> None:
+    key, msg = only_problem(f'[schedules.j]\nevery = "1m"\npython = "{target}"\n')
+    assert key == "schedules.j.python"
+    assert msg.startswith('expected "package.module:function" (a module path, ":", a function)')
+    assert msg.endswith(f'got "{target}"')
+
+
+def test_dotted_python_target_without_a_colon_shows_where_the_colon_goes() -> None:
+    _, msg = only_problem('[schedules.j]\nevery = "1m"\npython = "myapp.jobs.cleanup"\n')
+    assert msg.endswith(
+        '; separate the module from the function with ":", as in "myapp.jobs:cleanup"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "key", "msg"),
+    [
+        ("args = 5", "schedules.j.args", "expected an array of JSON values, got 5"),
+        ('kwargs = ["a"]', "schedules.j.kwargs", "expected a table of JSON values, got an array"),
+        (
+            'args = ["ok", 2027-01-01]',
+            "schedules.j.args[1]",
+            "2027-01-01 is a TOML date/time, which JSON cannot carry; "
+            'write it as a string: "2027-01-01"',
+        ),
+        ("args = [[1, 09:30:00]]", "schedules.j.args[0][1]", "TOML date/time"),
+        (
+            "kwargs = { when = 2027-01-01T09:00:00Z }",
+            "schedules.j.kwargs.when",
+            '"2027-01-01T09:00:00+00:00"',
+        ),
+        ("kwargs = { a = { b = [nan] } }", "schedules.j.kwargs.a.b[0]", "not a finite number"),
+        ("args = [inf]", "schedules.j.args[0]", "inf is not a finite number"),
+        ("kwargs = { context = 1 }", "schedules.j.kwargs.context", "reserved"),
+    ],
+)
+def test_bad_python_arguments_name_the_element(task: str, key: str, msg: str) -> None:
+    found_key, found_msg = only_problem(
+        f'[schedules.j]\nevery = "1m"\npython = "app:run"\n{task}\n'
+    )
+    assert found_key == key
+    assert msg in found_msg
+
+
+def test_every_non_json_argument_is_reported() -> None:
+    found = problems(
+        '[schedules.j]\nevery = "1m"\npython = "app:run"\nargs = [1979-05-27, 1, nan]\n'
+        "kwargs = { t = 07:32:00 }\n"
+    )
+    assert set(found) == {"schedules.j.args[0]", "schedules.j.args[2]", "schedules.j.kwargs.t"}
+
+
+def test_a_schedule_needs_exactly_one_task_kind() -> None:
+    key, msg = only_problem('[schedules.j]\nevery = "1m"\npython = "app:run"\n' + ECHO)
+    assert (key, msg) == ("schedules.j", "set exactly one of command, python (found both)")
+
+
+def test_a_schedule_without_a_task_names_both_kinds() -> None:
+    key, msg = only_problem('[schedules.j]\nevery = "1m"\n')
+    assert key == "schedules.j"
+    assert msg == (
+        'missing the task: set command (the argv to run, e.g. ["/bin/echo", "hello"]) '
+        'or python ("package.module:function")'
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [("shell = true", "shell"), ('cwd = "/srv"', "cwd"), ('env = { A = "1" }', "env")],
+)
+def test_command_only_keys_on_a_python_task_are_refused_at_the_key(extra: str, key: str) -> None:
+    found_key, msg = only_problem(f'[schedules.j]\nevery = "1m"\npython = "app:run"\n{extra}\n')
+    assert found_key == f"schedules.j.{key}"
+    assert msg == (
+        f"{key} is for command tasks only; a python task runs in a shared pool worker "
+        "(configured in [workers])"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"), [("args = [1]", "args"), ("kwargs = { a = 1 }", "kwargs")]
+)
+def test_python_only_keys_on_a_command_task_are_refused_at_the_key(extra: str, key: str) -> None:
+    found_key, msg = only_problem(f'[schedules.j]\nevery = "1m"\n{ECHO}{extra}\n')
+    assert found_key == f"schedules.j.{key}"
+    assert msg == f"{key} is for python tasks only; a command's arguments are part of its argv"
+
+
+# --- the payload cap ----------------------------------------------------------------------------
+
+BIG = "x" * 70_000
+
+
+def test_python_arguments_over_the_cap_are_refused_at_args_telling_to_pass_an_id() -> None:
+    key, msg = only_problem(f'[schedules.j]\nevery = "1m"\npython = "app:run"\nargs = ["{BIG}"]\n')
+    assert key == "schedules.j.args"
+    assert msg.startswith("task arguments are 68.4KiB, over the 64KiB limit (defaults.max_payload)")
+    assert "pass an id" in msg
+
+
+def test_python_kwargs_alone_over_the_cap_are_refused_at_kwargs() -> None:
+    key, _ = only_problem(
+        f'[schedules.j]\nevery = "1m"\npython = "app:run"\nkwargs = {{ blob = "{BIG}" }}\n'
+    )
+    assert key == "schedules.j.kwargs"
+
+
+def test_command_over_the_cap_is_refused_at_command() -> None:
+    key, msg = only_problem(f'[schedules.j]\nevery = "1m"\ncommand = ["/bin/echo", "{BIG}"]\n')
+    assert key == "schedules.j.command"
+    assert "over the 64KiB limit" in msg
+
+
+def test_a_raised_max_payload_lets_bigger_arguments_through() -> None:
+    config = parse(
+        f'[defaults]\nmax_payload = "1MiB"\n[schedules.j]\nevery = "1m"\n'
+        f'python = "app:run"\nargs = ["{BIG}"]\n'
+    )
+    assert config.schedules[0].task == model.PythonTask("app:run", (BIG,))
+
+
+def test_a_lowered_max_payload_applies_to_small_commands() -> None:
+    key, msg = only_problem('[defaults]\nmax_payload = 10\n[schedules.j]\nevery = "1m"\n' + ECHO)
+    assert key == "schedules.j.command"
+    assert "over the 10B limit" in msg
+
+
 # --- the shipped example ------------------------------------------------------------------------
 
 
@@ -548,7 +1064,51 @@ def test_the_example_config_parses_cleanly_with_all_three_trigger_kinds() -> Non
     assert kinds == {model.CronSpec, model.IntervalSpec, model.OnceSpec}
     crons = [s.trigger for s in config.schedules if isinstance(s.trigger, model.CronSpec)]
     assert [c.timezone for c in crons] == ["Europe/Berlin"]
-    assert any(s.task.shell for s in config.schedules)
-    for spec in config.schedules:
-        program = spec.task.argv[0]
-        assert spec.task.shell or Path(program).is_file(), program
+    commands = [s.task for s in config.schedules if isinstance(s.task, model.CommandTask)]
+    assert any(task.shell for task in commands)
+    for task in commands:
+        assert task.shell or Path(task.argv[0]).is_file(), task.argv[0]
+
+
+def reference_rows(heading: str) -> set[str]:
+    """The keys with a table row under ``heading`` in docs/configuration.md, up to the next ##."""
+    body = REFERENCE.read_text().split(f"`[{heading}]`\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z_]+)` \|", body, re.MULTILINE))
+
+
+#: A schedule's policy keys are documented once, under [defaults], which the schedule refers to.
+SCHEDULE_ONLY = set(config_schema.SCHEDULE) - set(config_schema.DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    ("heading", "keys"),
+    [
+        *((name, set(keys)) for name, keys in config_schema.SECTIONS.items() if keys),
+        ("defaults.retry", set(config_schema.RETRY)),
+        ("defaults.limits", set(config_schema.LIMITS)),
+        ("tenants.NAME", set(config_schema.TENANT)),
+        ("schedules.NAME", SCHEDULE_ONLY),
+    ],
+)
+def test_every_key_has_a_row_in_the_reference(heading: str, keys: set[str]) -> None:
+    assert keys - reference_rows(heading) == set()
+
+
+def test_the_examples_python_task_names_a_stdlib_function() -> None:
+    config = load_config(EXAMPLE)
+    (task,) = [s.task for s in config.schedules if isinstance(s.task, model.PythonTask)]
+    module, function = task.target.split(":")
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_every_commented_key_in_the_example_is_valid_when_uncommented() -> None:
+    lines = [
+        m.group(1) if (m := re.fullmatch(r"# (\[[a-z._]+\]|[a-z_]+ = .*)", line)) else line
+        for line in EXAMPLE.read_text().splitlines()
+    ]
+    assert sum(line.startswith("# ") for line in lines) > 0, "only prose stays commented"
+    text = "\n".join(lines).replace("/opt/myapp/venv/bin/python", sys.executable)
+    config = parse_config(text, base_dir=EXAMPLE.parent)
+    assert config.workers.pythonpath == ("/opt/myapp/src",)
+    assert config.tenants["reports"].retry_budget == Rate(100, 600_000)
+    assert config.defaults.policies.limits.open_files == 1024

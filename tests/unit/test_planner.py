@@ -65,11 +65,11 @@ def skipped(p: object) -> list[int]:
 
 
 def test_not_due_yet_by_the_wall_clock_is_left_alone() -> None:
-    assert plan(rule(jitter=500), now_ms=T0 + 499, active=False) is None
+    assert plan(rule(jitter=500), now_ms=T0 + 499, active=0) is None
 
 
 def test_due_fires_once_and_moves_the_high_water_mark() -> None:
-    p = plan(rule(jitter=500), now_ms=T0 + 500, active=False)
+    p = plan(rule(jitter=500), now_ms=T0 + 500, active=0)
     assert p is not None
     assert fired(p) == [T0]
     assert p.firings[0].key == "job@2026-01-01T00:00:00.000Z"
@@ -78,10 +78,10 @@ def test_due_fires_once_and_moves_the_high_water_mark() -> None:
 
 
 def test_paused_or_exhausted_schedules_do_not_fire() -> None:
-    assert plan(rule(paused=True), now_ms=T0, active=False) is None
+    assert plan(rule(paused=True), now_ms=T0, active=0) is None
     r = rule()
     done = ScheduleRule(r.id, r.name, r.rule, False, T0, None, None, r.payload_id)
-    assert plan(done, now_ms=T0 + MIN, active=False) is None
+    assert plan(done, now_ms=T0 + MIN, active=0) is None
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_misfire_policies_after_downtime(
     p = plan(
         rule(misfire=policy, max_catchup=cap, overlap=Overlap.ALLOW),
         now_ms=T0 + 9 * MIN + 1000,
-        active=False,
+        active=0,
     )
     assert p is not None
     assert fired(p) == want_fired
@@ -117,7 +117,7 @@ def test_misfire_policies_after_downtime(
 
 def test_a_long_outage_of_a_fast_schedule_is_planned_without_scanning_it_all() -> None:
     week = 7 * 24 * 3600 * 1000
-    p = plan(rule(every_ms=1000, overlap=Overlap.ALLOW), now_ms=T0 + week, active=False)
+    p = plan(rule(every_ms=1000, overlap=Overlap.ALLOW), now_ms=T0 + week, active=0)
     assert p is not None
     # The missed week collapses into one firing; the 31 occurrences within the 30 s grace fire.
     assert fired(p) == [T0 + week - 31_000] + [T0 + week - i * 1000 for i in range(30, -1, -1)]
@@ -125,7 +125,7 @@ def test_a_long_outage_of_a_fast_schedule_is_planned_without_scanning_it_all() -
 
 
 def test_overlap_skip_records_the_occurrence_as_skipped_while_a_run_is_active() -> None:
-    p = plan(rule(), now_ms=T0, active=True)
+    p = plan(rule(), now_ms=T0, active=1)
     assert p is not None
     assert fired(p) == []
     assert skipped(p) == [T0]

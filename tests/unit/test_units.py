@@ -5,7 +5,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schedd.errors import InvalidArgument
-from schedd.units import format_duration, format_size, parse_duration, parse_size
+from schedd.ratelimit import Rate
+from schedd.units import (
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_rate,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -134,3 +141,43 @@ def test_format_size_uses_binary_units(n: int, text: str) -> None:
 def test_parse_size_reads_back_whole_unit_format_size(count: int, unit: str) -> None:
     n = parse_size(f"{count}{unit}")
     assert parse_size(format_size(n)) == n
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("100/10m", Rate(100, 600_000)),
+        ("1/1s", Rate(1, 1_000)),
+        ("5/1h30m", Rate(5, 5_400_000)),
+        ("100/h", Rate(100, 3_600_000)),
+        ("3/ms", Rate(3, 1)),
+        ("007/1d", Rate(7, 86_400_000)),
+    ],
+)
+def test_parse_rate_reads_a_count_per_duration(text: str, rate: Rate) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("100", 'expected a rate like "100/10m" (a number of tokens per duration)'),
+        ("", 'expected a rate like "100/10m"'),
+        ("0/1m", 'the count before "/" must be a whole number >= 1, as in "100/10m"'),
+        ("-1/1m", "whole number >= 1"),
+        ("1.5/1m", "whole number >= 1"),
+        ("/1m", "whole number >= 1"),
+        ("\u0661/1m", "whole number >= 1"),  # a non-ASCII digit
+        ("100 / 10m", "whole number >= 1"),
+        ("100/10", 'invalid duration "10": missing unit after 10'),
+        ("100/0s", 'invalid duration "0s": must be greater than zero'),
+        ("100/", 'invalid duration "": empty'),
+        ("100/10x", 'unknown unit "x"'),
+        ("100/10m/2", 'invalid duration "10m/2"'),
+    ],
+)
+def test_bad_rate_names_the_value_and_the_reason(text: str, why: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_rate(text)
+    assert str(info.value).startswith(f'invalid rate "{text}": ')
+    assert why in str(info.value)

@@ -1,0 +1,230 @@
+"""One attempt of a firing, from its payload to its stored verdict.
+
+The runner decides *when* a firing runs (slots, overlap); this module is *what happens* when it
+does, the same for command and Python tasks:
+
+1. build the task's environment (allow-list, the task's own, the firing variables last);
+2. execute it: a command through :func:`~schedd.workers.command.run_command`, a Python call in
+   the :class:`~schedd.workers.pool.WorkerPool`; both record the run (with the process identity
+   crash recovery needs) through the same ``on_spawn`` as soon as the process is known;
+3. judge the outcome with :func:`schedd.policies.after_run`: success, retry with backoff, dead,
+   budget exhausted, or quarantine after the firing's second crash (crashes are stored with the
+   firing, so a crash, a restart and a crash still count two);
+4. store the run's end and the firing's next state in one transaction, then act on it: arm the
+   retry, or announce the quarantine (a warning naming schedule, key and reason, and the
+   ``on_quarantine`` hook).
+
+The retry's random draw is injected so tests can assert exact retry times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from schedd.clock import Clock
+from schedd.events import FiringEvents
+from schedd.hooks import Hooks
+from schedd.keys import format_instant
+from schedd.model import CommandTask, FiringState, PythonTask, RunOutcome
+from schedd.payload import RunPayload
+from schedd.policies import after_run
+from schedd.ratelimit import Budgets
+from schedd.store.contract import Store
+from schedd.store.records import ProcessRef, RunFinish, Ticket
+from schedd.workers.command import CommandRequest, run_command
+from schedd.workers.environment import build_env
+from schedd.workers.limits import LimitedLauncher
+from schedd.workers.outcome import RunResult
+from schedd.workers.pool import PythonCall, WorkerPool
+from schedd.workers.procs import ProcessIdentity
+
+log = logging.getLogger("schedd.runner")
+
+
+class Attempts:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        events: FiringEvents,
+        *,
+        pool: WorkerPool,
+        launcher: LimitedLauncher,
+        hooks: Hooks,
+        budgets: Budgets,
+        inherited_env: Mapping[str, str],
+        env_allow: Sequence[str],
+        output_tail_bytes: int,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._events = events
+        self._pool = pool
+        self._launcher = launcher
+        self._hooks = hooks
+        self._budgets = budgets
+        self._inherited = dict(inherited_env)
+        self._allow = tuple(env_allow)
+        self._tail = output_tail_bytes
+        #: Told ``(firing_id, retry_at_ms)`` of each scheduled retry (the dispatcher arms it;
+        #: set after construction, as the dispatcher itself needs the runner built on this).
+        self.on_retry: Callable[[int, int], None] = lambda firing_id, retry_at_ms: None
+        self._rand = rand
+        self.started = 0
+        self.finished = 0
+
+    async def run(
+        self, ticket: Ticket, payload: RunPayload, stop: asyncio.Future[str] | None
+    ) -> RunOutcome:
+        """Run the attempt to its stored end; the run's outcome."""
+        firing_vars = {
+            "SCHEDD_IDEMPOTENCY_KEY": ticket.key,
+            "SCHEDD_SCHEDULED_FOR": format_instant(ticket.scheduled_for_ms),
+            "SCHEDD_ATTEMPT": str(ticket.attempt),
+            "SCHEDD_SCHEDULE": ticket.schedule,
+        }
+        run_id: int | None = None
+
+        async def on_spawn(ident: ProcessIdentity) -> None:
+            nonlocal run_id
+            ref = ProcessRef(ident.pid, ident.pgid, ident.start_ticks)
+            run_id = await self._store.start_run(ticket, ref, self._clock.wall_ms())
+            self.started += 1
+            self._events.changed(ticket.key, ticket.schedule)
+            log.info(
+                "run started: schedule=%s key=%s attempt=%d pid=%d",
+                ticket.schedule,
+                ticket.key,
+                ticket.attempt,
+                ident.pid,
+            )
+
+        started = self._clock.monotonic_ms()
+        result = await self._execute(payload, firing_vars, on_spawn, stop)
+        if run_id is None:  # it never started (spawn failed): record the attempt anyway
+            run_id = await self._store.start_run(ticket, None, self._clock.wall_ms())
+        await self._record(ticket, payload, run_id, result, firing_vars)
+        log.log(
+            logging.INFO if result.outcome is RunOutcome.SUCCEEDED else logging.WARNING,
+            "run finished: schedule=%s key=%s attempt=%d outcome=%s duration_ms=%d%s",
+            ticket.schedule,
+            ticket.key,
+            ticket.attempt,
+            result.outcome.value,
+            self._clock.monotonic_ms() - started,
+            f" reason={result.reason!r}" if result.reason else "",
+        )
+        return result.outcome
+
+    async def _execute(
+        self,
+        payload: RunPayload,
+        firing_vars: dict[str, str],
+        on_spawn: Callable[[ProcessIdentity], Awaitable[None]],
+        stop: asyncio.Future[str] | None,
+    ) -> RunResult:
+        task, policies = payload.task, payload.policies
+        if isinstance(task, PythonTask):
+            call = PythonCall(
+                target=task.target,
+                args=task.args,
+                kwargs=task.kwargs,
+                context={
+                    "idempotency_key": firing_vars["SCHEDD_IDEMPOTENCY_KEY"],
+                    "scheduled_for": firing_vars["SCHEDD_SCHEDULED_FOR"],
+                    "attempt": int(firing_vars["SCHEDD_ATTEMPT"]),
+                    "schedule": firing_vars["SCHEDD_SCHEDULE"],
+                },
+                env=firing_vars,
+                timeout_ms=policies.timeout_ms,
+                kill_grace_ms=policies.kill_grace_ms,
+                limits=policies.limits,
+            )
+            return await self._pool.run(call, on_spawn=on_spawn, stop=stop)
+        assert isinstance(task, CommandTask)
+        env = build_env(
+            inherited=self._inherited, allow=self._allow, task_env=task.env, firing=firing_vars
+        )
+        request = CommandRequest(
+            argv=task.argv,
+            cwd=task.cwd,
+            env=env,
+            shell=task.shell,
+            timeout_ms=policies.timeout_ms,
+            kill_grace_ms=policies.kill_grace_ms,
+            output_tail_bytes=self._tail,
+            limits=policies.limits,
+        )
+        return await run_command(
+            request, self._clock, on_spawn=on_spawn, launcher=self._launcher, stop=stop
+        )
+
+    async def _record(
+        self,
+        ticket: Ticket,
+        payload: RunPayload,
+        run_id: int,
+        result: RunResult,
+        firing_vars: dict[str, str],
+    ) -> None:
+        crashed = result.outcome is RunOutcome.CRASH
+        verdict = after_run(
+            result.outcome,
+            attempt=ticket.attempt,
+            crashes=ticket.crashes + int(crashed),
+            retry=payload.policies.retry,
+            now_ms=self._clock.wall_ms(),
+            take_budget=lambda: self._budgets.take(payload.tenant, self._clock.monotonic_ms()),
+            rand=self._rand,
+        )
+        firing_reason = verdict.reason
+        if firing_reason is not None and result.reason:
+            firing_reason = f"{firing_reason}; last: {result.reason}"
+        await self._store.finish_run(
+            RunFinish(
+                run_id=run_id,
+                firing_id=ticket.firing_id,
+                outcome=result.outcome.value,
+                firing_state=verdict.state,
+                ended_ms=self._clock.wall_ms(),
+                exit_code=result.exit_code,
+                signal=result.signal,
+                reason=result.reason,
+                output=result.output,
+                output_bytes=len(result.output),
+                output_truncated=result.output_truncated,
+                crashed=crashed,
+                retry_at_ms=verdict.retry_at_ms,
+                firing_reason=firing_reason,
+            )
+        )
+        self.finished += 1
+        self._events.changed(ticket.key, ticket.schedule)
+        if verdict.state is FiringState.FAILED:
+            assert verdict.retry_at_ms is not None
+            log.info(
+                "retry scheduled: schedule=%s key=%s attempt=%d at=%s",
+                ticket.schedule,
+                ticket.key,
+                ticket.attempt + 1,
+                format_instant(verdict.retry_at_ms),
+            )
+            self.on_retry(ticket.firing_id, verdict.retry_at_ms)
+        elif verdict.state is FiringState.QUARANTINED:
+            reason = firing_reason or "quarantined"
+            log.warning(
+                "quarantined: schedule=%s key=%s reason=%r (schedctl dlq show %d)",
+                ticket.schedule,
+                ticket.key,
+                reason,
+                ticket.firing_id,
+            )
+            hook = payload.policies.on_quarantine
+            if hook:
+                self._hooks.quarantined(
+                    hook, firing_vars, firing_id=ticket.firing_id, reason=reason
+                )

@@ -1,0 +1,127 @@
+"""Assembling a :class:`Config` from a parsed TOML document, section by section.
+
+Sections are read in dependency order: ``[daemon]`` first (its ``state_dir`` places the store
+and the socket), ``[defaults]`` and ``[tenants]`` before the schedules that use them. A section
+with problems still yields a stand-in built from defaults, so the sections after it are checked
+too; the caller never returns a config once a problem was recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from schedd import model
+from schedd.config.convert import report_bad_name
+from schedd.config.policies import BUILT_IN, merge_policies
+from schedd.config.schedules import build_schedule
+from schedd.config.schema import SECTIONS, TENANT
+from schedd.config.sections import (
+    MAX_SOCKET_PATH_BYTES,
+    AdminConfig,
+    Config,
+    DaemonConfig,
+    Defaults,
+    LoggingConfig,
+    StoreConfig,
+    TenantConfig,
+    WorkersConfig,
+)
+from schedd.config.walk import At, as_table, did_you_mean, read
+
+
+def build(doc: Mapping[str, object], root: At, sha256: str) -> Config:
+    _report_unknown_sections(doc, root)
+    sections = {name: as_table(doc.get(name, {}), root / name) for name in SECTIONS}
+
+    def values(name: str) -> dict[str, Any]:
+        table = sections[name]
+        return {} if table is None else read(table, SECTIONS[name], root / name)
+
+    def raw(name: str) -> dict[str, Any]:
+        return sections[name] or {}
+
+    daemon_values = values("daemon")
+    state_dir_ok = "state_dir" in daemon_values
+    # A missing or invalid state_dir is already reported; the stand-in only lets the walk go on.
+    state_dir: Path = daemon_values.setdefault("state_dir", root.ctx.base_dir)
+    # Problems are reported in the order of the sections in SECTIONS.
+    daemon = DaemonConfig(**daemon_values)
+    store = StoreConfig(**{"path": state_dir / "schedd.db", **values("store")})
+    admin = _admin(values("admin"), state_dir, state_dir_ok, root / "admin")
+    workers = _workers(values("workers"), raw("workers"), root / "workers")
+    logging = LoggingConfig(**values("logging"))
+    defaults = _defaults(values("defaults"), root / "defaults")
+    tenants = _tenants(raw("tenants"), root / "tenants")
+    return Config(
+        path=None,
+        sha256=sha256,
+        daemon=daemon,
+        store=store,
+        admin=admin,
+        workers=workers,
+        logging=logging,
+        defaults=defaults,
+        tenants=MappingProxyType(tenants),
+        schedules=_schedules(raw("schedules"), defaults, raw("tenants"), root / "schedules"),
+    )
+
+
+def _report_unknown_sections(doc: Mapping[str, object], root: At) -> None:
+    # Offer "daemon.state_dir" too: a key above the first [header] is a common slip.
+    known = [*SECTIONS, *(f"{s}.{k}" for s, schema in SECTIONS.items() for k in schema)]
+    for name, value in doc.items():
+        if name not in SECTIONS:
+            what = "unknown section" if isinstance(value, dict) else "unknown key"
+            (root / name).problem(what + did_you_mean(name, known))
+
+
+def _admin(values: dict[str, Any], state_dir: Path, state_dir_ok: bool, at: At) -> AdminConfig:
+    admin = AdminConfig(**{"socket": state_dir / "schedd.sock", **values})
+    socket_bytes = len(bytes(admin.socket))
+    # A default socket under a refused state_dir is a stand-in: do not report it too.
+    if socket_bytes > MAX_SOCKET_PATH_BYTES and ("socket" in values or state_dir_ok):
+        (at / "socket").problem(
+            f"{admin.socket} is {socket_bytes} bytes, over the {MAX_SOCKET_PATH_BYTES}-byte "
+            "limit for Unix socket paths; set admin.socket to a shorter path"
+        )
+    return admin
+
+
+def _workers(values: dict[str, Any], table: Mapping[str, object], at: At) -> WorkersConfig:
+    workers = WorkersConfig(**values)
+    # Compare only values that are the user's own or a default: not a refused max's stand-in.
+    max_ok = "max" in values or "max" not in table
+    if "min" in values and max_ok and workers.min > workers.max:
+        note = "" if "max" in values else " (the default)"
+        (at / "min").problem(f"min {workers.min} is more than max {workers.max}{note}")
+    return workers
+
+
+def _defaults(values: dict[str, Any], at: At) -> Defaults:
+    policies = merge_policies(model.Policies(), values, at, BUILT_IN)
+    return Defaults(policies=policies, **values)
+
+
+def _tenants(section: Mapping[str, object], at: At) -> dict[str, TenantConfig]:
+    tenants: dict[str, TenantConfig] = {}
+    for name, value in section.items():
+        report_bad_name(name, "tenant name", at / name)
+        table = as_table(value, at / name)
+        if table is not None:
+            tenants[name] = TenantConfig(name, **read(table, TENANT, at / name))
+    return tenants
+
+
+def _schedules(
+    section: Mapping[str, object], defaults: Defaults, tenants: Collection[str], at: At
+) -> tuple[model.ScheduleSpec, ...]:
+    specs = []
+    for name, value in section.items():
+        table = as_table(value, at / name)
+        spec = None if table is None else build_schedule(name, table, defaults, tenants, at / name)
+        if spec is not None:
+            specs.append(spec)
+    return tuple(specs)

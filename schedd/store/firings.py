@@ -1,0 +1,342 @@
+"""The firing side of the SQLite store: payload reads, runs, retries and the dead-letter queue.
+
+A mixin of :class:`~schedd.store.sqlite.SqliteStore` (which supplies the group-committing
+``writer`` and the read-only ``_read``), kept apart so each file holds one half of the contract:
+``sqlite.py`` the connections and schedules, this module what happens to firings once they
+exist. Every state change goes through :func:`~schedd.store.rows.transition`, so the lifecycle
+table is enforced here exactly as for dispatch.
+
+Retries: a ``failed`` firing carries ``retry_at_ms``; the loader pages due retries through a
+partial index (:meth:`due_retries`) and :meth:`start_retries` moves them back to
+``committed`` with attempt + 1, *re-checking the wall clock inside the transaction* so a retry
+is never started before its time even if the monotonic estimate ran ahead.
+
+The dead-letter queue is the firings in ``dead`` or ``quarantined``; they keep their payload,
+runs and output until an operator retries (``requeue``) or purges them. Purging deletes their
+runs and any payload no schedule or other firing still references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from schedd.errors import IllegalTransition, InvalidArgument, NotFound
+from schedd.model import FiringState
+from schedd.store.records import (
+    FiringRecord,
+    ProcessRef,
+    RecoveredRun,
+    RetryBatch,
+    RunFinish,
+    RunRecord,
+    Ticket,
+)
+from schedd.store.rows import FIRING_COLS, RUN_COLS, chunks, firing_row, marks, run_row, transition
+
+T = TypeVar("T")
+
+#: The dead-letter states (``schedctl dlq``).
+DLQ_STATES = (FiringState.DEAD, FiringState.QUARANTINED)
+_DLQ_SQL = ", ".join(f"'{s.value}'" for s in DLQ_STATES)
+
+
+class _Writes:
+    """What the mixin needs from the store it is mixed into."""
+
+    async def _write(self, unit: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        raise NotImplementedError
+
+    async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+
+class FiringsMixin(_Writes):
+    # --- payloads -------------------------------------------------------------------------
+
+    async def load_payload(self, payload_id: int) -> str:
+        rows = await self._read("SELECT body FROM payloads WHERE id = ?", (payload_id,))
+        if not rows:
+            raise NotFound(f"payload id {payload_id} does not exist")
+        return str(rows[0][0])
+
+    # --- firings and runs -----------------------------------------------------------------
+
+    async def get_firing(self, key: str) -> FiringRecord:
+        rows = await self._read(f"SELECT {FIRING_COLS} FROM firings WHERE key = ?", (key,))
+        if not rows:
+            raise NotFound(f"firing {key!r} does not exist")
+        return firing_row(rows[0])
+
+    async def start_run(self, ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
+        async def unit(conn: aiosqlite.Connection) -> int:
+            await transition(conn, ticket.firing_id, FiringState.RUNNING, now_ms=now_ms)
+            cur = await conn.execute(
+                "INSERT INTO runs (firing_id, schedule, attempt, state, pid, pgid, proc_start,"
+                " started_ms) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                (
+                    ticket.firing_id,
+                    ticket.schedule,
+                    ticket.attempt,
+                    process.pid if process else None,
+                    process.pgid if process else None,
+                    process.start_ticks if process else None,
+                    now_ms,
+                ),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        return await self._write(unit)
+
+    async def finish_run(self, finish: RunFinish) -> None:
+        async def unit(conn: aiosqlite.Connection) -> None:
+            cur = await conn.execute(
+                "UPDATE runs SET state = ?, ended_ms = ?, exit_code = ?, signal = ?, reason = ?,"
+                " output = ?, output_bytes = ?, output_truncated = ?"
+                " WHERE id = ? AND state = 'running'",
+                (
+                    finish.outcome,
+                    finish.ended_ms,
+                    finish.exit_code,
+                    finish.signal,
+                    finish.reason,
+                    finish.output,
+                    finish.output_bytes,
+                    int(finish.output_truncated),
+                    finish.run_id,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise IllegalTransition(f"run {finish.run_id} is not running")
+            await transition(
+                conn,
+                finish.firing_id,
+                finish.firing_state,
+                now_ms=finish.ended_ms,
+                reason=finish.firing_reason or finish.reason,
+                set_sql=", crashes = crashes + ?, retry_at_ms = ?",
+                set_args=(int(finish.crashed), finish.retry_at_ms),
+            )
+
+        await self._write(unit)
+
+    async def set_firing_state(
+        self, firing_id: int, state: FiringState, *, reason: str | None, now_ms: int
+    ) -> None:
+        async def unit(conn: aiosqlite.Connection) -> None:
+            await transition(conn, firing_id, state, now_ms=now_ms, reason=reason)
+
+        await self._write(unit)
+
+    async def recover(self, now_ms: int) -> list[RecoveredRun]:
+        async def unit(conn: aiosqlite.Connection) -> list[RecoveredRun]:
+            rows = await conn.execute_fetchall(
+                "SELECT r.id, f.key, r.pid, r.pgid, r.proc_start FROM runs r"
+                " JOIN firings f ON f.id = r.firing_id WHERE r.state = 'running'"
+            )
+            lost = [
+                RecoveredRun(r[0], r[1], None if r[2] is None else ProcessRef(r[2], r[3], r[4]))
+                for r in rows
+            ]
+            await conn.execute(
+                "UPDATE runs SET state = 'lost', ended_ms = ?,"
+                " reason = 'the daemon stopped during the run' WHERE state = 'running'",
+                (now_ms,),
+            )
+            await conn.execute(
+                "UPDATE firings SET state = 'committed', attempt = attempt + 1, updated_ms = ?"
+                " WHERE state IN ('committed', 'running')",
+                (now_ms,),
+            )
+            return lost
+
+        return await self._write(unit)
+
+    async def unfinished(self, *, after_id: int, limit: int) -> list[FiringRecord]:
+        rows = await self._read(
+            f"SELECT {FIRING_COLS} FROM firings WHERE state = 'committed' AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [firing_row(r) for r in rows]
+
+    async def list_runs(
+        self, *, schedule: str | None, limit: int, before_id: int | None = None
+    ) -> list[RunRecord]:
+        where = ["r.id < ?"]
+        args: list[Any] = [before_id if before_id is not None else 2**62]
+        if schedule is not None:
+            where.append("r.schedule = ?")
+            args.append(schedule)
+        rows = await self._read(
+            f"SELECT {RUN_COLS}, r.output_bytes, r.output_truncated FROM runs r"
+            f" JOIN firings f ON f.id = r.firing_id WHERE {' AND '.join(where)}"
+            " ORDER BY r.id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [run_row(r) for r in rows]
+
+    async def get_run(self, run_id: int) -> RunRecord:
+        rows = await self._read(
+            f"SELECT {RUN_COLS}, r.output_bytes, r.output_truncated, r.output FROM runs r"
+            " JOIN firings f ON f.id = r.firing_id WHERE r.id = ?",
+            (run_id,),
+        )
+        if not rows:
+            raise NotFound(f"run {run_id} does not exist")
+        return run_row(rows[0], output=rows[0][16])
+
+    async def count_firings(self, states: Sequence[FiringState]) -> int:
+        rows = await self._read(
+            f"SELECT count(*) FROM firings WHERE state IN ({marks(len(states))})",
+            [s.value for s in states],
+        )
+        return int(rows[0][0])
+
+    async def count_firings_of(self, schedule: str, states: Sequence[FiringState]) -> int:
+        rows = await self._read(
+            f"SELECT count(*) FROM firings WHERE schedule = ? AND state IN ({marks(len(states))})",
+            [schedule, *(s.value for s in states)],
+        )
+        return int(rows[0][0])
+
+    # --- retries ----------------------------------------------------------------------------
+
+    async def due_retries(
+        self, *, after: tuple[int, int] | None, until_ms: int, limit: int
+    ) -> list[tuple[int, int]]:
+        at, fid = after if after is not None else (-(2**62), -1)
+        rows = await self._read(
+            "SELECT retry_at_ms, id FROM firings"
+            " WHERE state = 'failed' AND retry_at_ms IS NOT NULL"
+            " AND (retry_at_ms, id) > (?, ?) AND retry_at_ms <= ?"
+            " ORDER BY retry_at_ms, id LIMIT ?",
+            (at, fid, until_ms, limit),
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    async def start_retries(self, firing_ids: Sequence[int], now_ms: int) -> RetryBatch:
+        async def unit(conn: aiosqlite.Connection) -> RetryBatch:
+            tickets: list[Ticket] = []
+            not_due: list[tuple[int, int]] = []
+            for chunk in chunks(list(firing_ids)):
+                rows = await conn.execute_fetchall(
+                    f"SELECT id, retry_at_ms FROM firings WHERE id IN ({marks(len(chunk))})"
+                    " AND state = 'failed' AND retry_at_ms IS NOT NULL",
+                    chunk,
+                )
+                due = [int(r[0]) for r in rows if r[1] <= now_ms]
+                not_due.extend((int(r[1]), int(r[0])) for r in rows if r[1] > now_ms)
+                if not due:
+                    continue
+                await conn.execute(
+                    "UPDATE firings SET state = 'committed', attempt = attempt + 1,"
+                    f" retry_at_ms = NULL, updated_ms = ? WHERE id IN ({marks(len(due))})",
+                    (now_ms, *due),
+                )
+                fresh = await conn.execute_fetchall(
+                    f"SELECT {FIRING_COLS} FROM firings WHERE id IN ({marks(len(due))})"
+                    " ORDER BY id",
+                    due,
+                )
+                tickets.extend(firing_row(r).ticket() for r in fresh)
+            return RetryBatch(tuple(tickets), tuple(not_due))
+
+        return await self._write(unit)
+
+    # --- the dead-letter queue ----------------------------------------------------------------
+
+    async def list_dead(
+        self, *, schedule: str | None, limit: int, before_id: int | None = None
+    ) -> list[FiringRecord]:
+        where = [f"state IN ({_DLQ_SQL})", "id < ?"]
+        args: list[Any] = [before_id if before_id is not None else 2**62]
+        if schedule is not None:
+            where.append("schedule = ?")
+            args.append(schedule)
+        rows = await self._read(
+            f"SELECT {FIRING_COLS} FROM firings WHERE {' AND '.join(where)}"
+            " ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [firing_row(r) for r in rows]
+
+    async def oldest_dead_ms(self) -> int | None:
+        rows = await self._read(f"SELECT min(updated_ms) FROM firings WHERE state IN ({_DLQ_SQL})")
+        return None if rows[0][0] is None else int(rows[0][0])
+
+    async def get_firing_by_id(self, firing_id: int) -> FiringRecord:
+        rows = await self._read(f"SELECT {FIRING_COLS} FROM firings WHERE id = ?", (firing_id,))
+        if not rows:
+            raise NotFound(f"firing id {firing_id} does not exist")
+        return firing_row(rows[0])
+
+    async def runs_of(self, firing_id: int) -> list[RunRecord]:
+        rows = await self._read(
+            f"SELECT {RUN_COLS}, r.output_bytes, r.output_truncated, r.output FROM runs r"
+            " JOIN firings f ON f.id = r.firing_id WHERE r.firing_id = ? ORDER BY r.id",
+            (firing_id,),
+        )
+        return [run_row(r, output=r[16]) for r in rows]
+
+    async def requeue(self, firing_id: int, now_ms: int) -> Ticket:
+        async def unit(conn: aiosqlite.Connection) -> Ticket:
+            old = await transition(
+                conn,
+                firing_id,
+                FiringState.COMMITTED,
+                now_ms=now_ms,
+                reason="retried by an operator",
+                set_sql=", attempt = attempt + 1, retry_at_ms = NULL",
+            )
+            if old not in DLQ_STATES:
+                raise IllegalTransition(
+                    f"firing id {firing_id} is {old.value}, not in the dead-letter queue"
+                    " (only dead or quarantined firings can be retried)"
+                )
+            rows = list(
+                await conn.execute_fetchall(
+                    f"SELECT {FIRING_COLS} FROM firings WHERE id = ?", (firing_id,)
+                )
+            )
+            return firing_row(rows[0]).ticket()
+
+        return await self._write(unit)
+
+    async def purge_dead(
+        self, *, firing_ids: Sequence[int] | None, older_than_ms: int | None
+    ) -> int:
+        if firing_ids is None and older_than_ms is None:
+            raise InvalidArgument("purge needs firing ids or an age")
+
+        async def unit(conn: aiosqlite.Connection) -> int:
+            where, args = [f"state IN ({_DLQ_SQL})"], list[Any]()
+            if firing_ids is not None:
+                where.append(f"id IN ({marks(len(firing_ids))})")
+                args.extend(firing_ids)
+            if older_than_ms is not None:
+                where.append("updated_ms < ?")
+                args.append(older_than_ms)
+            rows = await conn.execute_fetchall(
+                f"SELECT id, payload_id FROM firings WHERE {' AND '.join(where)}", args
+            )
+            ids = [int(r[0]) for r in rows]
+            payloads = sorted({int(r[1]) for r in rows})
+            for chunk in chunks(ids):
+                await conn.execute(
+                    f"DELETE FROM runs WHERE firing_id IN ({marks(len(chunk))})", chunk
+                )
+                await conn.execute(f"DELETE FROM firings WHERE id IN ({marks(len(chunk))})", chunk)
+            for chunk in chunks(payloads):
+                await conn.execute(
+                    f"DELETE FROM payloads WHERE id IN ({marks(len(chunk))})"
+                    " AND NOT EXISTS (SELECT 1 FROM firings f WHERE f.payload_id = payloads.id)"
+                    " AND NOT EXISTS (SELECT 1 FROM schedules s WHERE s.payload_id = payloads.id)",
+                    chunk,
+                )
+            return len(ids)
+
+        return await self._write(unit)

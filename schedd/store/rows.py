@@ -1,0 +1,162 @@
+"""Rows in, records out: the SQL column lists and decoders the SQLite store modules share.
+
+Kept apart so the schedule side (``sqlite.py``) and the firing side (``firings.py``) read rows
+through one decoder each, and a column added by a migration is added in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import aiosqlite
+
+from schedd.errors import IllegalTransition, NotFound
+from schedd.model import (
+    FINAL_STATES,
+    FiringState,
+    ScheduleSpec,
+    Source,
+    can_transition,
+    policies_from_json,
+    schedule_rule_to_json,
+    trigger_from_json,
+)
+from schedd.payload import decode_payload, encode_payload, payload_digest
+from schedd.store.records import FiringRecord, ProcessRef, RunRecord, ScheduleRecord
+
+#: SQLite's default limit on bound parameters is 32766 on 3.32+; stay far below it.
+CHUNK = 500
+
+FIRING_COLS = (
+    "id, key, schedule_id, schedule, scheduled_for_ms, due_ms, state, attempt, crashes,"
+    " payload_id, lane, reason, created_ms, updated_ms, retry_at_ms"
+)
+RUN_COLS = (
+    "r.id, r.firing_id, f.key, r.schedule, r.attempt, r.state, r.pid, r.pgid, r.proc_start,"
+    " r.started_ms, r.ended_ms, r.exit_code, r.signal, r.reason"
+)
+_FINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINAL_STATES))
+SCHEDULE_SELECT = f"""
+    SELECT s.id, s.name, s.source, s.rule, p.body, s.paused, s.fired_through_ms,
+           s.next_fire_ms, s.next_due_ms, s.created_ms, s.updated_ms,
+           (SELECT f.state || ' ' || f.updated_ms FROM firings f
+             WHERE f.schedule = s.name AND f.state IN ({_FINAL_SQL})
+             ORDER BY f.id DESC LIMIT 1)
+      FROM schedules s JOIN payloads p ON p.id = s.payload_id
+"""
+
+
+def chunks(seq: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def firing_row(row: sqlite3.Row | tuple[Any, ...]) -> FiringRecord:
+    return FiringRecord(
+        id=row[0],
+        key=row[1],
+        schedule_id=row[2],
+        schedule=row[3],
+        scheduled_for_ms=row[4],
+        due_ms=row[5],
+        state=FiringState(row[6]),
+        attempt=row[7],
+        crashes=row[8],
+        payload_id=row[9],
+        lane=row[10],
+        reason=row[11],
+        created_ms=row[12],
+        updated_ms=row[13],
+        retry_at_ms=row[14],
+    )
+
+
+def run_row(row: sqlite3.Row | tuple[Any, ...], output: bytes | None = None) -> RunRecord:
+    process = None if row[6] is None else ProcessRef(row[6], row[7], row[8])
+    return RunRecord(
+        id=row[0],
+        firing_id=row[1],
+        key=row[2],
+        schedule=row[3],
+        attempt=row[4],
+        state=row[5],
+        process=process,
+        started_ms=row[9],
+        ended_ms=row[10],
+        exit_code=row[11],
+        signal=row[12],
+        reason=row[13],
+        output=output,
+        output_bytes=row[14],
+        output_truncated=bool(row[15]),
+    )
+
+
+def schedule_row(row: sqlite3.Row | tuple[Any, ...]) -> ScheduleRecord:
+    rule = json.loads(row[3])
+    payload = decode_payload(row[4])
+    spec = ScheduleSpec(
+        name=row[1],
+        trigger=trigger_from_json(rule["trigger"]),
+        task=payload.task,
+        policies=policies_from_json(rule["policies"]),
+        jitter_ms=rule["jitter_ms"],
+        lane=rule["lane"],
+        tenant=rule["tenant"],
+        source=Source(row[2]),
+    )
+    last_state = last_ms = None
+    if row[11] is not None:
+        state, ms = str(row[11]).split(" ")
+        last_state, last_ms = state, int(ms)
+    return ScheduleRecord(
+        id=row[0],
+        spec=spec,
+        paused=bool(row[5]),
+        fired_through_ms=row[6],
+        next_fire_ms=row[7],
+        next_due_ms=row[8],
+        created_ms=row[9],
+        updated_ms=row[10],
+        last_state=last_state,
+        last_finished_ms=last_ms,
+    )
+
+
+def spec_digest(spec: ScheduleSpec) -> str:
+    """What makes two schedule definitions the same, for reconcile's "changed" test."""
+    rule = json.dumps(schedule_rule_to_json(spec), sort_keys=True)
+    return payload_digest(rule + "\n" + encode_payload(spec.task, spec.policies, spec.tenant))
+
+
+async def transition(
+    conn: aiosqlite.Connection,
+    firing_id: int,
+    new: FiringState,
+    *,
+    now_ms: int,
+    reason: str | None = None,
+    set_sql: str = "",
+    set_args: Sequence[Any] = (),
+) -> FiringState:
+    """Change one firing's state if the lifecycle table allows it; return the old state."""
+    rows = list(
+        await conn.execute_fetchall("SELECT state, key FROM firings WHERE id = ?", (firing_id,))
+    )
+    if not rows:
+        raise NotFound(f"firing id {firing_id} does not exist")
+    old = FiringState(rows[0][0])
+    if not can_transition(old, new):
+        raise IllegalTransition(f"firing {rows[0][1]}: {old} -> {new} is not allowed")
+    await conn.execute(
+        f"UPDATE firings SET state = ?, reason = ?, updated_ms = ?{set_sql} WHERE id = ?",
+        (new.value, reason, now_ms, *set_args, firing_id),
+    )
+    return old
