@@ -30,7 +30,7 @@ from schedd.hooks import Hooks
 from schedd.keys import format_instant
 from schedd.model import CommandTask, FiringState, PythonTask, RunOutcome
 from schedd.payload import RunPayload
-from schedd.policies import after_run
+from schedd.policies import BUDGET_EXHAUSTED, after_run
 from schedd.ratelimit import Budgets
 from schedd.store.contract import Store
 from schedd.store.records import ProcessRef, RunFinish, Ticket
@@ -182,7 +182,8 @@ class Attempts:
             rand=self._rand,
         )
         firing_reason = verdict.reason
-        if firing_reason is not None and result.reason:
+        # ``retry_budget_exhausted`` stays bare: scripts match on it; the run has its reason.
+        if firing_reason not in (None, BUDGET_EXHAUSTED) and result.reason:
             firing_reason = f"{firing_reason}; last: {result.reason}"
         await self._store.finish_run(
             RunFinish(

@@ -89,7 +89,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from schedd.aio import wait_first
 from schedd.clock import Clock
@@ -104,6 +104,8 @@ from schedd.workers.pyworker import FrameReader, ProtocolError, encode, get_fiel
 from schedd.workers.spawn import Child, kill_and_reap, stop_group, wait_any, wait_until
 
 log = logging.getLogger("schedd.workers")
+
+_T = TypeVar("_T")
 
 #: The worker program, by absolute path: the application's interpreter cannot import schedd.
 PYWORKER = str(Path(pyworker.__file__).resolve())
@@ -211,6 +213,18 @@ class _StartFailed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class _Run:
+    id: int
+    call: PythonCall
+    #: Resolved by the worker's answer.
+    arrival: asyncio.Future[None]
+    deadline: int | None
+    stop: asyncio.Future[str] | None
+    #: The worker's CPU time before the run, so a CPU-limit kill is judged on the run's alone.
+    cpu_before: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Done:
     ok: bool
     error: str
@@ -236,6 +250,8 @@ class _Worker:
         self.hung_up = False
         #: Whether it ever reported ready (only such workers are replaced when lost).
         self.was_ready = False
+        #: Launched for the pool (prescale, replacement), not for a run that waits for it.
+        self.spare = False
         self.tasks = 0
         self.idle_since = 0
         self._sock = sock
@@ -321,7 +337,7 @@ class WorkerPool:
         self._idle: list[_Worker] = []
         #: Runs waiting for a worker: given one, or ``None`` (capacity freed: look again).
         self._waiters: deque[asyncio.Future[_Worker | None]] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
         self._none_left = asyncio.Event()
         self._none_left.set()
@@ -400,7 +416,10 @@ class WorkerPool:
         launches: list[asyncio.Task[None]] = []
         if self._started and not self._closing.done():
             for _ in range(min(self._settings.max_workers, wanted) - self._size()):
-                launches.append(self._background(self._grow()))
+                launch = self._launch_spare()
+                if launch is None:
+                    break
+                launches.append(launch)
         return asyncio.gather(*launches)
 
     def stats(self) -> PoolStats:
@@ -467,77 +486,78 @@ class WorkerPool:
         worker.child.sink = tail
         cpu_before = _cpu_ms(worker.child.pid)
         deadline = None if call.timeout_ms is None else self._clock.monotonic_ms() + call.timeout_ms
-        arrival = worker.expect()
+        run = _Run(run_id, call, worker.expect(), deadline, stop, cpu_before)
         sending = asyncio.ensure_future(worker.send(frame))
         try:
-            verdict = await self._supervise(worker, call, run_id, arrival, deadline, stop)
+            verdict = await self._supervise(worker, run)
         except BaseException:
-            sending.cancel()
             await self._bury(worker)  # cancelled: the task dies with its worker
             raise
-        sending.cancel()  # only still sending if the run ended without reading it
-        if verdict.outcome is RunOutcome.CRASH and verdict.signal is not None:
-            cpu_ms = None if cpu_before is None else (worker.child.cpu_ms or 0) - cpu_before
-            verdict = classify(-verdict.signal, limits=call.limits, cpu_ms=cpu_ms)
+        finally:
+            sending.cancel()  # only still sending if the run ended without reading it
         return dataclasses.replace(verdict, output=tail.getvalue(), output_truncated=tail.truncated)
 
-    async def _supervise(
-        self,
-        worker: _Worker,
-        call: PythonCall,
-        run_id: int,
-        arrival: asyncio.Future[None],
-        deadline: int | None,
-        stop: asyncio.Future[str] | None,
-    ) -> RunResult:
-        """How the run ended; the worker is back in the pool, retiring, or buried."""
+    async def _supervise(self, worker: _Worker, run: _Run) -> RunResult:
+        """How the run ended (output aside); the worker is back, retiring, or buried."""
         child = worker.child
-        stops = (self._closing,) if stop is None else (self._closing, _done_of(stop))
-        first = await wait_any(self._clock, deadline, arrival, child.exited, worker.broken, *stops)
-        if first is arrival:
-            try:
-                done = _parse_done(worker.take(), run_id)
-            except ProtocolError as exc:
-                return await self._kill_for_protocol(worker, str(exc))
-            child.drain()  # the worker flushed before answering: all of this run's output
-            self._after_task(worker, done)
-            return _verdict(done, call.limits)
-        if first is worker.broken and not worker.hung_up:
-            return await self._kill_for_protocol(worker, worker.problem)
-        if first is worker.broken:  # hung up: dying, or closed its channel and lives on
-            deadline = self._clock.monotonic_ms() + EOF_GRACE_MS
-            if not await wait_until(self._clock, deadline, child.exited):
-                return await self._kill_for_protocol(worker, worker.problem)
-        elif first is not child.exited:
-            return await self._take_down(worker, call, first)
+        stops = (self._closing,) if run.stop is None else (self._closing, _done_of(run.stop))
+        watched = (run.arrival, child.exited, worker.broken, *stops)
+        first = await wait_any(self._clock, run.deadline, *watched)
+        if first is run.arrival:
+            return await self._answered(worker, run)
+        if first is worker.broken:
+            return await self._broke(worker, run)
+        if first is child.exited:
+            return await self._died(worker, run)
+        return await self._take_down(worker, run, first)
+
+    async def _answered(self, worker: _Worker, run: _Run) -> RunResult:
+        try:
+            done = _parse_done(worker.take(), run.id)
+        except ProtocolError as exc:
+            return await self._kill_for_protocol(worker, str(exc))
+        worker.child.drain()  # the worker flushed before answering: all of this run's output
+        self._after_task(worker, done)
+        return _verdict(done, run.call.limits)
+
+    async def _broke(self, worker: _Worker, run: _Run) -> RunResult:
+        """A bad message kills at once; a hang-up is usually a death whose exit is on its way."""
+        if worker.hung_up:
+            grace = self._clock.monotonic_ms() + EOF_GRACE_MS
+            if await wait_until(self._clock, grace, worker.child.exited):
+                return await self._died(worker, run)
+        return await self._kill_for_protocol(worker, worker.problem)
+
+    async def _died(self, worker: _Worker, run: _Run) -> RunResult:
+        """The worker ended during the task on its own: a crash, unless a limit explains it."""
         self._counts["replaced"] += 1
         returncode = await self._bury(worker)
-        if returncode < 0:  # _run_on re-classifies it with the CPU time the run used
-            return RunResult(RunOutcome.CRASH, None, -returncode, f"killed by {signal_name(-returncode)}")
-        return RunResult(
-            RunOutcome.CRASH,
-            returncode,
-            None,
-            f"worker exited with status {returncode} during the task",
-        )
+        if returncode >= 0:
+            reason = f"worker exited with status {returncode} during the task"
+            return RunResult(RunOutcome.CRASH, returncode, None, reason)
+        cpu_after, cpu_ms = worker.child.cpu_ms, None
+        if cpu_after is not None and run.cpu_before is not None:
+            cpu_ms = cpu_after - run.cpu_before
+        return classify(returncode, limits=run.call.limits, cpu_ms=cpu_ms)
 
     async def _take_down(
-        self, worker: _Worker, call: PythonCall, first: asyncio.Future[None] | None
+        self, worker: _Worker, run: _Run, first: asyncio.Future[None] | None
     ) -> RunResult:
-        """The deadline passed or a stop came: SIGTERM, grace, SIGKILL, like a command."""
-        closing = first is self._closing
-        if not closing:
-            self._counts["replaced"] += 1
-        await stop_group(worker.child, self._clock, call.kill_grace_ms)
-        returncode = await self._bury(worker)
+        """The deadline passed or a stop came: SIGTERM, grace, SIGKILL, as for a command."""
         if first is None:
-            return classify(returncode, ending=Ending.TIMED_OUT, timeout_ms=call.timeout_ms)
-        reason = CLOSED_REASON if closing else None
-        return classify(returncode, ending=Ending.STOPPED, stop_reason=reason or self._reason(first))
-
-    def _reason(self, first: asyncio.Future[None] | None) -> str | None:
-        del first  # the stop future resolved: its result is read by the caller's _done_of
-        return None
+            ending, reason = Ending.TIMED_OUT, None
+        elif first is self._closing:
+            ending, reason = Ending.STOPPED, CLOSED_REASON
+        else:
+            assert run.stop is not None, "the only other future watched"
+            ending, reason = Ending.STOPPED, run.stop.result()
+        if first is not self._closing:
+            self._counts["replaced"] += 1
+        await stop_group(worker.child, self._clock, run.call.kill_grace_ms)
+        returncode = await self._bury(worker)
+        return classify(
+            returncode, ending=ending, timeout_ms=run.call.timeout_ms, stop_reason=reason
+        )
 
     async def _kill_for_protocol(self, worker: _Worker, problem: str) -> RunResult:
         self._counts["protocol_errors"] += 1
@@ -583,7 +603,8 @@ class WorkerPool:
             worker = self._pop_idle()
             if worker is not None:
                 return worker
-            if self._size() < self._settings.max_workers:
+            # Spares still starting are for the runs already waiting, and then for us.
+            if self._size() < self._settings.max_workers and self._spares() <= len(self._waiters):
                 worker = await self._await_ready(self._launch())
                 worker.state = _State.BUSY
                 return worker
@@ -645,6 +666,9 @@ class WorkerPool:
 
     def _size(self) -> int:
         return sum(1 for w in self._workers if w.state is not _State.LEAVING)
+
+    def _spares(self) -> int:
+        return sum(1 for w in self._workers if w.state is _State.STARTING and w.spare)
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -717,12 +741,25 @@ class WorkerPool:
             return f"broke the protocol: {worker.problem}"
         return "exited before READY"
 
-    async def _grow(self) -> None:
+    def _launch_spare(self) -> asyncio.Task[None] | None:
+        """Launch a worker for no run in particular; it joins the pool once ready.
+
+        Launched at once, not in the task, so that it counts towards the size immediately.
+        """
         try:
-            worker = await self._await_ready(self._launch())
+            worker = self._launch()
         except _StartFailed as exc:
             log.warning("worker failed to start: %s", exc)
-            self._wake_one()
+            return None
+        worker.spare = True
+        return self._background(self._spare_ready(worker))
+
+    async def _spare_ready(self, worker: _Worker) -> None:
+        try:
+            await self._await_ready(worker)
+        except _StartFailed as exc:
+            log.warning("worker failed to start: %s", exc)
+            self._wake_one()  # a run waiting for this spare must look again
             return
         self._release(worker)
 
@@ -742,7 +779,7 @@ class WorkerPool:
             log.warning("idle worker %d broke the protocol: %s", worker.child.pid, worker.problem)
         else:
             log.warning("idle worker %d exited", worker.child.pid)
-        self._background(self._bury_quietly(worker))
+        self._background(self._bury(worker))
 
     def _retire(self, worker: _Worker) -> None:
         self._leave(worker)
@@ -759,9 +796,6 @@ class WorkerPool:
         deadline = self._clock.monotonic_ms() + self._settings.retire_grace_ms
         if not await wait_until(self._clock, deadline, worker.child.exited):
             log.warning("worker %d did not exit when retired; killed", worker.child.pid)
-        await self._bury(worker)
-
-    async def _bury_quietly(self, worker: _Worker) -> None:
         await self._bury(worker)
 
     async def _bury(self, worker: _Worker) -> int:
@@ -790,7 +824,8 @@ class WorkerPool:
         self._wake_one()
         if worker.was_ready and not self._closing.done():
             for _ in range(self._settings.min_workers - self._size()):
-                self._background(self._grow())
+                if self._launch_spare() is None:
+                    break
 
     # --- idle shrink ------------------------------------------------------------------------
 
@@ -813,13 +848,13 @@ class WorkerPool:
             return None
         return self._idle[0].idle_since + self._settings.idle_timeout_ms
 
-    def _background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _background(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._background_done)
         return task
 
-    def _background_done(self, task: asyncio.Task[None]) -> None:
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("worker pool task failed", exc_info=task.exception())

@@ -211,7 +211,9 @@ def parse_run(message: Mapping[str, Any]) -> RunRequest:
 def _context(raw: Mapping[str, Any]) -> TaskContext:
     text = get_field(raw, "scheduled_for", str)
     try:
-        instant = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] == "Z" else text)
+        instant = datetime.datetime.fromisoformat(
+            text[:-1] + "+00:00" if text[-1:] == "Z" else text
+        )
     except ValueError:
         raise ProtocolError(f"context.scheduled_for is not RFC 3339: {text!r}") from None
     if instant.tzinfo is None:
@@ -229,6 +231,7 @@ def _context(raw: Mapping[str, Any]) -> TaskContext:
 
 
 def get_field(message: Mapping[str, Any], name: str, kind: type) -> Any:
+    """``message[name]`` if it is a ``kind``; both ends check their peer's messages with it."""
     value = message.get(name)
     if not isinstance(value, kind):
         raise ProtocolError(f"field {name!r} must be a {kind.__name__}, got {value!r:.80}")
@@ -237,9 +240,9 @@ def get_field(message: Mapping[str, Any], name: str, kind: type) -> Any:
 
 def get_int(message: Mapping[str, Any], name: str) -> int:
     value = message.get(name)
-    if not _is_int(value):
-        raise ProtocolError(f"field {name!r} must be an integer, got {value!r:.80}")
-    return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ProtocolError(f"field {name!r} must be an integer, got {value!r:.80}")
 
 
 def _is_int(value: object) -> bool:
@@ -289,7 +292,9 @@ class Limits:
 
     def __enter__(self) -> Limits:
         self._set(resource.RLIMIT_CORE, self._wanted["core_bytes"] or 0)
-        memory, files, cpu = (self._wanted[k] for k in ("memory_bytes", "open_files", "cpu_seconds"))
+        memory, files, cpu = (
+            self._wanted[k] for k in ("memory_bytes", "open_files", "cpu_seconds")
+        )
         if memory is not None:
             self._set(resource.RLIMIT_AS, memory)
         if files is not None:
@@ -363,13 +368,11 @@ class Worker:
             answer["retire"] = True
         return answer
 
-    def _load_and_call(
-        self, req: RunRequest
-    ) -> tuple[tuple[BaseException, str] | None, bool]:
+    def _load_and_call(self, req: RunRequest) -> tuple[tuple[BaseException, str] | None, bool]:
         """(the failure and its kind, or None; whether this worker should retire)."""
         try:
             func, wants_context = self._targets.load(req.target)
-        except BaseException as exc:  # anything the import raised is the target's problem
+        except BaseException as exc:  # noqa: BLE001 - whatever the import raised is the target's
             return (exc, "import"), isinstance(exc, MemoryError)
         limits = Limits(req.limits)
         try:
@@ -378,7 +381,7 @@ class Worker:
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 return (exc, "exception"), not limits.restored
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - a task's failure, whatever it is, is reported
             under_limit = isinstance(exc, MemoryError) and req.limits["memory_bytes"] is not None
             kind = "resource_limit" if under_limit else "exception"
             return (exc, kind), isinstance(exc, MemoryError) or not limits.restored
@@ -405,9 +408,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _traceback(exc: BaseException) -> str:
-    """The traceback from the task's own frames (the worker's calling frame left out)."""
+    """The traceback from the first frame that is not the worker's own."""
     tb = exc.__traceback__
-    if tb is not None and tb.tb_next is not None:
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
     try:
         return "".join(traceback.format_exception(type(exc), exc, tb))

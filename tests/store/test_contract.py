@@ -5,6 +5,7 @@ Written against the contract only, so any implementation the ``store`` fixture y
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -25,9 +26,10 @@ from schedd.store.records import (
     RunFinish,
     SchedulePlan,
     ScheduleRule,
+    Ticket,
 )
+from schedd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from schedd.store.sqlite import SqliteStore
-from schedd.store.schema import SCHEMA_VERSION
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -241,3 +243,143 @@ async def test_writes_survive_reopening(tmp_path: Path) -> None:
         assert (await s2.info()).schema_version == SCHEMA_VERSION
     finally:
         await s2.close()
+
+
+# --- retries and the dead-letter queue ----------------------------------------------------------
+
+
+async def run_once(
+    store: SqliteStore,
+    t: Ticket,
+    state: FiringState,
+    *,
+    at: int,
+    crashed: bool = False,
+    retry_at: int | None = None,
+    reason: str = "exit status 1",
+) -> int:
+    run_id = await store.start_run(t, None, at)
+    await store.finish_run(
+        RunFinish(
+            run_id,
+            t.firing_id,
+            "crash" if crashed else "failed",
+            state,
+            at + 1,
+            None if crashed else 1,
+            9 if crashed else None,
+            reason,
+            b"out",
+            3,
+            False,
+            crashed=crashed,
+            retry_at_ms=retry_at,
+        )
+    )
+    return run_id
+
+
+async def committed(store: SqliteStore, name: str = "a") -> Ticket:
+    await add(store, spec(name))
+    sid = (await store.get_schedule(name)).id
+    [t] = await store.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
+    return t
+
+
+async def test_a_failed_firing_is_retried_with_the_same_key_and_next_attempt(
+    store: SqliteStore,
+) -> None:
+    t = await committed(store)
+    await run_once(store, t, FiringState.FAILED, at=T0, crashed=True, retry_at=T0 + 5_000)
+    f = await store.get_firing(t.key)
+    assert (f.state, f.retry_at_ms, f.crashes) == (FiringState.FAILED, T0 + 5_000, 1)
+    assert await store.due_retries(after=None, until_ms=T0 + 4_999, limit=10) == []
+    assert await store.due_retries(after=None, until_ms=T0 + 5_000, limit=10) == [
+        (T0 + 5_000, t.firing_id)
+    ]
+    early = await store.start_retries([t.firing_id], T0 + 4_999)
+    assert (early.tickets, early.not_due) == ((), ((T0 + 5_000, t.firing_id),)), "never early"
+    batch = await store.start_retries([t.firing_id], T0 + 5_000)
+    [again] = batch.tickets
+    assert (again.key, again.attempt, again.crashes) == (t.key, 2, 1)
+    f = await store.get_firing(t.key)
+    assert (f.state, f.retry_at_ms) == (FiringState.COMMITTED, None)
+    assert (await store.start_retries([t.firing_id], T0 + 9_000)).tickets == (), "only once"
+
+
+async def test_retry_cursor_pages_through_due_retries(store: SqliteStore) -> None:
+    tickets = [await committed(store, n) for n in ("a", "b", "c")]
+    for i, t in enumerate(tickets):
+        await run_once(store, t, FiringState.FAILED, at=T0, retry_at=T0 + 100 * (3 - i))
+    page = await store.due_retries(after=None, until_ms=T0 + 1_000, limit=2)
+    rest = await store.due_retries(after=page[-1], until_ms=T0 + 1_000, limit=2)
+    assert [fid for _, fid in page + rest] == [t.firing_id for t in reversed(tickets)]
+
+
+async def test_the_dead_letter_queue_lists_requeues_and_purges(store: SqliteStore) -> None:
+    dead = await committed(store, "a")
+    poison = await committed(store, "b")
+    alive = await committed(store, "c")
+    await run_once(store, dead, FiringState.DEAD, at=T0)
+    await run_once(store, poison, FiringState.FAILED, at=T0, crashed=True, retry_at=T0)
+    [p2] = (await store.start_retries([poison.firing_id], T0 + 10)).tickets
+    await run_once(store, p2, FiringState.QUARANTINED, at=T0 + 20, crashed=True)
+    listed = await store.list_dead(schedule=None, limit=10)
+    assert [(f.key, f.state, f.crashes) for f in listed] == [
+        (poison.key, FiringState.QUARANTINED, 2),
+        (dead.key, FiringState.DEAD, 0),
+    ]
+    assert [f.key for f in await store.list_dead(schedule="a", limit=10)] == [dead.key]
+    assert await store.oldest_dead_ms() == T0 + 1
+    runs = await store.runs_of(poison.firing_id)
+    assert [(r.attempt, r.signal, r.output) for r in runs] == [(1, 9, b"out"), (2, 9, b"out")]
+
+    with pytest.raises(IllegalTransition, match="not in the dead-letter queue"):
+        await store.requeue(alive.firing_id, T0 + 30)
+    assert (await store.get_firing(alive.key)).state is FiringState.COMMITTED
+    again = await store.requeue(poison.firing_id, T0 + 30)
+    assert (again.key, again.attempt, again.crashes) == (poison.key, 3, 2)
+
+    assert await store.purge_dead(firing_ids=[alive.firing_id], older_than_ms=None) == 0
+    assert await store.purge_dead(firing_ids=None, older_than_ms=T0) == 0, "newer kept"
+    assert await store.purge_dead(firing_ids=None, older_than_ms=T0 + 100) == 1
+    with pytest.raises(NotFound):
+        await store.get_firing(dead.key)
+    assert await store.runs_of(dead.firing_id) == []
+    assert await store.oldest_dead_ms() is None
+    assert (await store.get_firing(alive.key)).state is FiringState.COMMITTED
+
+
+async def test_purging_drops_payloads_nothing_references(store: SqliteStore) -> None:
+    t = await committed(store, "a")
+    await run_once(store, t, FiringState.DEAD, at=T0)
+    await store.reconcile([], initial=at_now, now_ms=T0)  # the schedule goes; its firing stays
+    assert await store.load_payload(t.payload_id)
+    assert await store.purge_dead(firing_ids=[t.firing_id], older_than_ms=None) == 1
+    with pytest.raises(NotFound):
+        await store.load_payload(t.payload_id)
+
+
+async def test_a_version_1_store_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for stmt in MIGRATIONS[0]:
+        conn.execute(stmt)
+    conn.execute("INSERT INTO payloads (sha256, size, body) VALUES ('x', 1, '{}')")
+    conn.execute(
+        "INSERT INTO firings (key, schedule, scheduled_for_ms, due_ms, state, attempt,"
+        " payload_id, lane, created_ms, updated_ms) VALUES ('k', 's', 1, 1, 'dead', 1, 1,"
+        " 'default', 1, 1)"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        assert (await s.info()).schema_version == SCHEMA_VERSION
+        f = await s.get_firing("k")
+        assert (f.state, f.retry_at_ms) == (FiringState.DEAD, None)
+        assert [x.key for x in await s.list_dead(schedule=None, limit=5)] == ["k"]
+    finally:
+        await s.close()
