@@ -49,6 +49,8 @@ from schedd.workers.procs import ProcessIdentity, kill_group_if_ours
 log = logging.getLogger("schedd")
 
 RESUME_PAGE = 1000
+#: How long running on_quarantine hooks may still take at shutdown.
+HOOK_GRACE_MS = 10_000
 
 
 async def serve(config: Config, clock: Clock, *, notifier: Notifier | None = None) -> None:
@@ -185,7 +187,7 @@ async def _run(
         with contextlib.suppress(asyncio.CancelledError):
             await dispatch_task
         await runner.stop(config.daemon.shutdown_grace_ms)
-        await hooks.close()
+        await hooks.close(HOOK_GRACE_MS)
         await pool.close()
         await server.close()
         log.info("stopped")

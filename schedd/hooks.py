@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
+from schedd.aio import wait_first
 from schedd.clock import Clock
 from schedd.model import RunOutcome
 from schedd.workers.command import CommandRequest, run_command
@@ -67,8 +68,11 @@ class Hooks:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def close(self) -> None:
-        """Cancel hooks still running (their process groups are killed) and wait for them."""
+    async def close(self, grace_ms: int) -> None:
+        """Let running hooks finish within ``grace_ms``; cancel (kill) what remains."""
+        if self._running:
+            deadline = self._clock.monotonic_ms() + grace_ms
+            await wait_first(asyncio.wait(set(self._running)), self._clock.sleep_until(deadline))
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)

@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from schedd import __version__
+from schedd.admin import dlq
 from schedd.admin.protocol import Peer, Request, check_args
 from schedd.clock import Clock
 from schedd.config import Config
@@ -195,6 +196,7 @@ class AdminOps:
                 "runs_started": v.runner.started,
                 "runs_finished": v.runner.finished,
             },
+            "dlq": await dlq.summary(v.store, now),
             "last_firing_at": _at(v.dispatcher.last_fired_wall_ms),
             "clock": {
                 "jumps": jumps.count,
@@ -263,8 +265,8 @@ class AdminOps:
         return firing_json(await self.v.store.get_firing(_str_arg(args, "key")))
 
     async def wait(self, args: Mapping[str, Any]) -> Any:
-        """Block until a firing (``key``) reaches one of ``states`` (default: any final state),
-        or until a schedule has ``count`` firings in a final state; answer with ``done``."""
+        """Block until a firing (``key``) reaches one of ``states`` (default: any final state)
+        at attempt ``min_attempt`` or later, or until a schedule has ``count`` firings in a final state; answer with ``done``."""
         timeout = _int_arg(args, "timeout_ms", 30_000, 0, MAX_WAIT_MS)
         deadline = self.v.clock.monotonic_ms() + timeout
         store = self.v.store
@@ -273,6 +275,7 @@ class AdminOps:
         if "key" in args:
             key = _str_arg(args, "key")
             states = _states_arg(args)
+            min_attempt = _int_arg(args, "min_attempt", 1, 1, 1_000_000)
             seen: dict[str, FiringRecord] = {}
 
             async def firing_done() -> bool:
@@ -280,7 +283,7 @@ class AdminOps:
                     seen["f"] = await store.get_firing(key)
                 except NotFound:  # not submitted yet: keep waiting
                     return False
-                return seen["f"].state in states
+                return seen["f"].state in states and seen["f"].attempt >= min_attempt
 
             done = await self.v.events.wait_until(key, None, firing_done, deadline_mono_ms=deadline)
             return {"done": done, "firing": firing_json(seen["f"]) if "f" in seen else None}
@@ -317,5 +320,13 @@ _OPS: dict[str, tuple[set[str], set[str], Op]] = {
     "runs.list": (set(), {"schedule", "limit", "before"}, AdminOps.runs_list),
     "runs.show": ({"id"}, set(), AdminOps.runs_show),
     "firings.show": ({"key"}, set(), AdminOps.firings_show),
-    "wait": (set(), {"key", "schedule", "states", "count", "timeout_ms"}, AdminOps.wait),
+    "wait": (
+        set(),
+        {"key", "schedule", "states", "count", "timeout_ms", "min_attempt"},
+        AdminOps.wait,
+    ),
+    "dlq.list": (set(), {"schedule", "limit", "before"}, dlq.list_dead),
+    "dlq.show": (set(), {"id", "key"}, dlq.show),
+    "dlq.retry": (set(), {"id", "key"}, dlq.retry),
+    "dlq.purge": (set(), {"id", "key", "all", "older_than_ms"}, dlq.purge),
 }

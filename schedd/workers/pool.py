@@ -265,7 +265,13 @@ class _Worker:
 
     @property
     def healthy(self) -> bool:
-        return not (self.child.exited.done() or self.broken.done())
+        """Not known to be dead or broken, asking the kernel rather than waiting for the pidfd
+        callback: a run must not be handed a worker that died a moment ago."""
+        if self.child.exited.done() or self.broken.done():
+            return False
+        # WNOWAIT: look without reaping; the unreaped leader keeps pinning the group id.
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        return os.waitid(os.P_PID, self.child.pid, flags) is None
 
     def expect(self) -> asyncio.Future[None]:
         """Resolved when the next message arrives; :meth:`take` it then."""

@@ -73,7 +73,7 @@ class Runtime:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         await self.runner.stop(0)
-        await self.hooks.close()
+        await self.hooks.close(0)
         await self.pool.close()
         await self.store.close()
 
