@@ -81,6 +81,7 @@ class Dispatcher:
         self._loaded_until: int | None = None
         #: Wall due time of each armed Python schedule (for pre-scaling).
         self._python_due: dict[int, int] = {}
+        self._due_soon = 0
         self.last_fired_wall_ms: int | None = None
         self.committed = 0
         self.passes = 0
@@ -143,10 +144,12 @@ class Dispatcher:
             self._python_due[schedule_id] = due_ms
 
     def _prescale(self) -> None:
-        if not self._python_due:
-            return
+        """Tell the runner when the number of Python firings due soon changed."""
         until = self._clock.wall_ms() + PRESCALE_MS
-        self._runner.prescale(sum(1 for due in self._python_due.values() if due <= until))
+        due_soon = sum(1 for due in self._python_due.values() if due <= until)
+        if due_soon != self._due_soon:
+            self._due_soon = due_soon
+            self._runner.prescale(due_soon)
 
     async def _dispatch(self, ids: list[int]) -> None:
         now = self._clock.wall_ms()

@@ -111,6 +111,8 @@ async def purge(ops: AdminOps, args: Mapping[str, Any]) -> Any:
     from schedd.admin.ops import _int_arg
 
     v = ops.v
+    if sum(name in args for name in ("id", "key", "all")) != 1:
+        raise InvalidArgument("give exactly one of id, key or all")
     if "all" not in args:
         if "older_than_ms" in args:
             raise InvalidArgument("older_than_ms: only allowed with all")
@@ -118,8 +120,6 @@ async def purge(ops: AdminOps, args: Mapping[str, Any]) -> Any:
         return {"purged": await v.store.purge_dead(firing_ids=[firing.id], older_than_ms=None)}
     if args["all"] is not True:
         raise InvalidArgument(f"all: expected true, got {args['all']!r}")
-    if "id" in args or "key" in args:
-        raise InvalidArgument("purge: give either id or key, or all, not both")
     cutoff = _EVERYTHING
     if "older_than_ms" in args:
         cutoff = v.clock.wall_ms() - _int_arg(args, "older_than_ms", 0, 1, MAX_ID)

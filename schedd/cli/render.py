@@ -21,6 +21,11 @@ def emit_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def inline_json(value: Any) -> str:
+    """A value on one line, for a field whose content is JSON (a Python task's arguments)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def cell(value: Any) -> str:
     if value is None:
         return "-"

@@ -8,24 +8,30 @@ Exit codes are listed in :mod:`schedd.cli.exitcodes` and docs/cli.md.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from schedd import __version__
 from schedd.cli import exitcodes, render
-from schedd.errors import ScheddError
+from schedd.errors import InvalidArgument, ScheddError
 
 DEFAULT_SOCKET = Path("/run/schedd/schedd.sock")
 
 app = typer.Typer(no_args_is_help=True, help="Control a running schedd.")
 schedules_app = typer.Typer(no_args_is_help=True, help="Inspect schedules.")
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect runs and their output.")
+dlq_app = typer.Typer(
+    no_args_is_help=True,
+    help="The dead-letter queue (dead and quarantined firings): inspect, retry, purge.",
+)
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(runs_app, name="runs")
+app.add_typer(dlq_app, name="dlq")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
@@ -67,7 +73,7 @@ def main_callback(
     ctx.obj = Target(socket or DEFAULT_SOCKET)
 
 
-def _fail(exc: ScheddError) -> None:
+def _fail(exc: ScheddError) -> NoReturn:
     typer.echo(f"schedctl: {exc}", err=True)
     raise typer.Exit(exitcodes.for_error(exc))
 
@@ -93,6 +99,19 @@ def _ms(n: int | None) -> str:
     from schedd.units import format_duration
 
     return "-" if n is None else format_duration(n)
+
+
+def _duration(text: str, option: str) -> int:
+    from schedd.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ScheddError as exc:
+        _fail(InvalidArgument(f"{option}: {exc}"))
+
+
+def _exit_text(run: Mapping[str, Any]) -> Any:
+    return run["exit_code"] if run["signal"] is None else f"signal {run['signal']}"
 
 
 @app.command()
@@ -123,6 +142,7 @@ def status(ctx: typer.Context, json: JsonOpt = False) -> None:
             ("queue", f"{s['queue']['ready']} ready, {s['queue']['running']} running"),
             ("workers", f"{s['workers']['busy']}/{s['workers']['max']} busy"),
             ("unfinished", s["firings"]["unfinished"]),
+            ("dlq", _dlq_text(s["dlq"])),
             ("last firing", s["last_firing_at"]),
             (
                 "clock jumps",
@@ -135,6 +155,12 @@ def status(ctx: typer.Context, json: JsonOpt = False) -> None:
             ),
         ]
     )
+
+
+def _dlq_text(dlq: Mapping[str, Any]) -> str:
+    if not dlq["size"]:
+        return "0 firing(s)"
+    return f"{dlq['size']} firing(s), oldest {dlq['oldest_at']} ({_ms(dlq['oldest_age_ms'])} ago)"
 
 
 def _trigger_text(t: Mapping[str, Any]) -> str:
@@ -250,7 +276,7 @@ def runs_list(
                 r["state"],
                 r["started_at"],
                 _ms(r["duration_ms"]),
-                r["exit_code"] if r["signal"] is None else f"signal {r['signal']}",
+                _exit_text(r),
             ]
             for r in page["runs"]
         ],
@@ -311,12 +337,7 @@ def wait(
     json: JsonOpt = False,
 ) -> None:
     """Block until a firing finishes (or a schedule has COUNT finished ones); exit 8 on timeout."""
-    from schedd.units import parse_duration
-
-    try:
-        timeout_ms = parse_duration(timeout)
-    except ScheddError as exc:
-        _fail(exc)
+    timeout_ms = _duration(timeout, "--timeout")
     args: dict[str, Any] = {"timeout_ms": timeout_ms}
     if key is not None:
         args["key"] = key
@@ -334,6 +355,157 @@ def wait(
         render.text(f"{schedule}: {result.get('finished', 0)} finished firing(s)")
     if not result["done"]:
         raise typer.Exit(exitcodes.TIMEOUT)
+
+
+FiringRef = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID_OR_KEY", help="A firing id (digits only, from `dlq list`) or its key."
+    ),
+]
+
+
+def _firing_ref(ref: str) -> dict[str, Any]:
+    """Digits name a firing id; anything else is a key (a schedule's keys always have an ``@``)."""
+    return {"id": int(ref)} if ref.isascii() and ref.isdigit() else {"key": ref}
+
+
+def _task_fields(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    if "python" in task:
+        return [
+            ("python", task["python"]),
+            ("args", render.inline_json(task["args"])),
+            ("kwargs", render.inline_json(task["kwargs"])),
+        ]
+    if task["shell"]:
+        return [("shell", task["command"][0]), ("cwd", task["cwd"])]
+    return [("command", shlex.join(task["command"])), ("cwd", task["cwd"])]
+
+
+@dlq_app.command("list")
+def dlq_list(
+    ctx: typer.Context,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="Only this schedule's firings.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1000, help="At most this many firings.")
+    ] = 50,
+    json: JsonOpt = False,
+) -> None:
+    """Dead and quarantined firings, newest first."""
+    args: dict[str, Any] = {"limit": limit}
+    if schedule:
+        args["schedule"] = schedule
+    page = call(ctx, "dlq.list", args)
+    if json:
+        render.emit_json(page)
+        return
+    render.table(
+        ["ID", "SCHEDULE", "KEY", "STATE", "ATTEMPT", "CRASHES", "REASON", "UPDATED"],
+        [
+            [
+                f["id"],
+                f["schedule"],
+                f["key"],
+                f["state"],
+                f["attempt"],
+                f["crashes"],
+                f["reason"],
+                f["updated_at"],
+            ]
+            for f in page["firings"]
+        ],
+    )
+
+
+@dlq_app.command("show")
+def dlq_show(ctx: typer.Context, ref: FiringRef, json: JsonOpt = False) -> None:
+    """One dead-letter firing: its task, and every attempt with its exit status and output."""
+    f = call(ctx, "dlq.show", _firing_ref(ref))
+    if json:
+        render.emit_json(f)
+        return
+    render.fields(
+        [
+            ("id", f["id"]),
+            ("key", f["key"]),
+            ("schedule", f["schedule"]),
+            ("state", f["state"]),
+            ("reason", f["reason"]),
+            ("attempt", f["attempt"]),
+            ("crashes", f["crashes"]),
+            ("lane", f["lane"]),
+            ("tenant", f["tenant"]),
+            ("scheduled for", f["scheduled_for"]),
+            ("updated", f["updated_at"]),
+            *_task_fields(f["task"]),
+        ]
+    )
+    attempts = f["attempts"]
+    render.table(
+        ["ATTEMPT", "RUN", "STATE", "STARTED", "DURATION", "EXIT", "REASON"],
+        [
+            [
+                a["attempt"],
+                a["id"],
+                a["state"],
+                a["started_at"],
+                _ms(a["duration_ms"]),
+                _exit_text(a),
+                a["reason"],
+            ]
+            for a in attempts
+        ],
+    )
+    for a in attempts:
+        if a.get("output"):
+            tail = ", tail; truncated" if a["output_truncated"] else ""
+            render.text(f"--- attempt {a['attempt']} output ({_bytes(a['output_bytes'])}{tail})")
+            render.text(a["output"])
+
+
+@dlq_app.command("retry")
+def dlq_retry(ctx: typer.Context, ref: FiringRef, json: JsonOpt = False) -> None:
+    """Run a dead-letter firing again: the same key, the next attempt."""
+    f = call(ctx, "dlq.retry", _firing_ref(ref))
+    if json:
+        render.emit_json(f)
+        return
+    render.text(f"{f['key']}: re-queued as attempt {f['attempt']} (firing {f['id']})")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ctx: typer.Context,
+    ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ID_OR_KEY]", help="The firing to delete (or use --all).", show_default=False
+        ),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Delete every dead-letter firing (see --older-than).")
+    ] = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="With --all: only those in the queue this long (7d)."),
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Delete dead-letter firings with their runs and output: one, or --all [--older-than AGE]."""
+    if older_than is not None and not all_:
+        _fail(InvalidArgument("--older-than works only with --all"))
+    if all_ == (ref is not None):
+        _fail(InvalidArgument("give either a firing ID_OR_KEY or --all"))
+    args: dict[str, Any] = {"all": True} if ref is None else _firing_ref(ref)
+    if older_than is not None:
+        args["older_than_ms"] = _duration(older_than, "--older-than")
+    result = call(ctx, "dlq.purge", args)
+    if json:
+        render.emit_json(result)
+        return
+    render.text(f"purged {result['purged']} firing(s)")
 
 
 def main() -> None:

@@ -91,7 +91,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from schedd.aio import wait_first
 from schedd.clock import Clock
 from schedd.errors import InvalidArgument, Unavailable
 from schedd.model import NO_LIMITS, Limits, RunOutcome
@@ -344,7 +343,8 @@ class WorkerPool:
         #: Runs waiting for a worker: given one, or ``None`` (capacity freed: look again).
         self._waiters: deque[asyncio.Future[_Worker | None]] = deque()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._changed = asyncio.Event()
+        #: Resolved when the idle set or the size changes: wakes the shrink loop.
+        self._changed: asyncio.Future[None] | None = None
         self._none_left = asyncio.Event()
         self._none_left.set()
         self._ids = itertools.count(1)
@@ -638,7 +638,7 @@ class WorkerPool:
             worker = self._idle.pop()
             if worker.healthy:
                 worker.state = _State.BUSY
-                self._changed.set()
+                self._notify()
                 return worker
             self._lose(worker)
         return None
@@ -660,7 +660,7 @@ class WorkerPool:
         worker.state = _State.IDLE
         worker.idle_since = self._clock.monotonic_ms()
         self._idle.append(worker)
-        self._changed.set()
+        self._notify()
 
     def _wake_one(self) -> None:
         """Capacity was freed: let the first waiting run look again (it may launch)."""
@@ -795,7 +795,7 @@ class WorkerPool:
         worker.state = _State.LEAVING
         if worker in self._idle:
             self._idle.remove(worker)
-        self._changed.set()
+        self._notify()
 
     async def _retire_gracefully(self, worker: _Worker) -> None:
         worker.hang_up()
@@ -837,17 +837,20 @@ class WorkerPool:
 
     async def _shrink_loop(self) -> None:
         """Retire workers above ``min_workers`` idle for ``idle_timeout_ms``, oldest first."""
+        loop = asyncio.get_running_loop()
         while True:
-            self._changed.clear()
+            self._changed = changed = loop.create_future()
             deadline = self._shrink_deadline()
-            if deadline is None:
-                await self._changed.wait()
-            elif self._clock.monotonic_ms() >= deadline:
+            if deadline is not None and self._clock.monotonic_ms() >= deadline:
                 log.info("retiring worker %d: idle", self._idle[0].child.pid)
                 self._counts["shrunk"] += 1
                 self._retire(self._idle[0])
             else:
-                await wait_first(self._clock.sleep_until(deadline), self._changed.wait())
+                await wait_any(self._clock, deadline, changed)
+
+    def _notify(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
 
     def _shrink_deadline(self) -> int | None:
         if not self._idle or self._size() <= self._settings.min_workers:

@@ -18,7 +18,7 @@ import pytest
 from schedd.dispatcher import Dispatcher
 from schedd.events import FiringEvents
 from schedd.keys import firing_key
-from schedd.model import CommandTask, IntervalSpec, OnceSpec, ScheduleSpec
+from schedd.model import CommandTask, IntervalSpec, OnceSpec, PythonTask, ScheduleSpec
 from schedd.planner import initial_marks
 from schedd.store.records import Ticket
 from schedd.store.sqlite import SqliteStore
@@ -197,3 +197,25 @@ async def test_schedules_beyond_the_horizon_stay_in_the_store_until_their_window
     assert firing_key("far", T0 + 3_600_000) in h.runner.fired_keys()
     assert h.early() == []
     await stop(h)
+
+
+async def test_the_pool_is_told_ahead_of_a_pulse_of_python_firings(tmp_path: Path) -> None:
+    clock = FakeClock(wall_ms=T0 + 1)
+    pulse = [
+        ScheduleSpec(f"py-{i}", OnceSpec(T0 + 20_000), PythonTask("m:f"), jitter_ms=0)
+        for i in range(3)
+    ]
+    h = await start(clock, tmp_path / "s.db", every("cmd", 1_000), *pulse)
+    try:
+        await h.advance(1_000)
+        assert h.runner.prescaled == [], "20 s away is not soon; commands never count"
+        await h.advance(14_000)  # now 5 s before the pulse
+        assert h.runner.prescaled == [3]
+        await h.advance(5_000)
+        assert {k for k in h.runner.fired_keys() if k.startswith("py-")} == {
+            firing_key(f"py-{i}", T0 + 20_000) for i in range(3)
+        }
+        await h.advance(1_000)
+        assert h.runner.prescaled == [3, 0], "fired one-shots no longer count"
+    finally:
+        await stop(h)

@@ -571,8 +571,13 @@ async def test_interpreter_that_exits_fails_the_run_with_its_output(
 async def test_interpreter_speaking_another_protocol_fails_the_run(
     make_pool: MakePool, tmp_path: Path
 ) -> None:
-    python = script(tmp_path, 'printf "READY\\n" >&"$3"; exec sleep 100')
-    pool = await make_pool(python=python, min_workers=0)
+    python = tmp_path / "fake-python"
+    python.write_text(
+        f"#!{sys.executable}\nimport os, sys, time\n"
+        "os.write(int(sys.argv[3]), b'READY\\n')\ntime.sleep(100)\n"
+    )
+    python.chmod(0o755)
+    pool = await make_pool(python=str(python), min_workers=0)
     result = await run(pool, call("echo"))
     assert result.outcome is RunOutcome.FAILED
     assert result.reason is not None
@@ -643,7 +648,7 @@ def test_frames_survive_any_split_into_chunks() -> None:
         (b"\x00\x00\x00\x03{x}", "not UTF-8 JSON"),
         (b"\x00\x00\x00\x03NaN", "not UTF-8 JSON"),
         (b"\x00\x00\x00\x02[]", 'not a JSON object with a string "type"'),
-        (b'\x00\x00\x00\x0c{"type": 1}', 'not a JSON object with a string "type"'),
+        (b'\x00\x00\x00\x0b{"type": 1}', 'not a JSON object with a string "type"'),
     ],
 )
 def test_frame_reader_refuses_anything_outside_the_protocol(frame: bytes, error: str) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from schedd.store.schema import SCHEMA_VERSION
 from tests.integration.conftest import Daemon, base_config
 
 TICK = """
@@ -77,7 +78,7 @@ command = ["true"]
     status = d.ctl_json("status")
     assert status["pid"] == d.proc.pid  # type: ignore[union-attr]
     assert status["store"]["synchronous"] == "full"
-    assert status["store"]["schema_version"] == 1
+    assert status["store"]["schema_version"] == SCHEMA_VERSION
     assert status["schedules"] == 1
     assert len(status["config"]["sha256"]) == 64
     assert "synchronous=full" in d.ctl("status").stdout
