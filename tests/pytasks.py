@@ -132,3 +132,15 @@ def environ(*names: str) -> None:
 
 def write_many(text: str, times: int) -> None:
     sys.stdout.write(text * times)
+
+
+def rlimits() -> None:
+    """The soft (and CPU hard) limits the task runs under."""
+    names = {
+        "as": resource.RLIMIT_AS,
+        "nofile": resource.RLIMIT_NOFILE,
+        "core": resource.RLIMIT_CORE,
+    }
+    soft = {name: resource.getrlimit(which)[0] for name, which in names.items()}
+    cpu_soft, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    print(json.dumps({**soft, "cpu": cpu_soft, "cpu_hard": cpu_hard}))

@@ -12,6 +12,7 @@ import ast
 import asyncio
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -439,8 +440,22 @@ async def test_memory_limit_is_a_resource_limit_and_recycles_the_worker(pool: Wo
     assert b"MemoryError" in result.output
     await wait_dead([worker])
     assert pool.stats().recycled == 1
-    # The limit was the task's: the next task, in a fresh worker, allocates freely.
-    assert (await run(pool, call("allocate", 2048 * MiB))).outcome is RunOutcome.SUCCEEDED
+
+
+async def test_limits_hold_during_the_task_and_are_restored_after_it(pool: WorkerPool) -> None:
+    before = json.loads((await run(pool, call("rlimits"))).output)
+    limits = Limits(memory_bytes=1024 * MiB, cpu_seconds=5, open_files=100, core_bytes=4096)
+    during = json.loads((await run(pool, call("rlimits", limits=limits))).output)
+    after = json.loads((await run(pool, call("rlimits"))).output)
+    assert (during["as"], during["nofile"], during["core"]) == (1024 * MiB, 100, 4096)
+    assert 5 <= during["cpu"] == during["cpu_hard"] - 1
+    assert after == before
+    assert (before["as"], before["cpu"], before["core"]) == (
+        resource.RLIM_INFINITY,
+        resource.RLIM_INFINITY,
+        0,
+    )
+    assert len(set(pool.stats().pids)) == 1  # restored in place (as root; see docs/workers.md)
 
 
 async def test_memory_error_without_a_limit_is_an_exception(pool: WorkerPool) -> None:
