@@ -92,6 +92,10 @@ class Runner:
         return self._max
 
     @property
+    def pool(self) -> WorkerPool:
+        return self._pool
+
+    @property
     def started(self) -> int:
         return self._attempts.started
 

@@ -25,10 +25,9 @@ crashes once more is quarantined again at once instead of getting two fresh cras
 without an age purges the whole queue; with ``older_than_ms`` only firings that entered the
 queue longer ago than that.
 
-The JSON shapes (``firing_json``, ``run_json``) and argument parsers are those of
-:mod:`schedd.admin.ops`. That module registers these operations, so it imports this one; the
-names this module needs from it are imported inside the functions, which keeps the import
-order-independent without a second copy of the shapes.
+The JSON shapes (``firing_json``, ``run_json``) and argument readers are
+:mod:`schedd.admin.views`', shared with :mod:`schedd.admin.ops`, which registers these
+operations.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from schedd.admin.views import MAX_PAGE, firing_json, int_arg, run_json, str_arg
 from schedd.errors import Conflict, InvalidArgument
 from schedd.keys import format_instant
 from schedd.model import task_to_json
@@ -56,8 +56,8 @@ _EVERYTHING = MAX_ID
 async def summary(store: Store, now_ms: int) -> dict[str, Any]:
     """The ``dlq`` block of ``status``: how many firings wait for an operator, and since when.
 
-    The age is never negative: after the wall clock stepped back, the oldest entry may look
-    younger than "now", and 0 is the truthful lower bound.
+    The age is never negative: after the wall clock stepped back, the oldest entry's time may
+    lie after "now", and 0 is the truthful lower bound.
     """
     oldest = await store.oldest_dead_ms()
     return {
@@ -68,11 +68,9 @@ async def summary(store: Store, now_ms: int) -> dict[str, Any]:
 
 
 async def list_dead(ops: AdminOps, args: Mapping[str, Any]) -> Any:
-    from schedd.admin.ops import _int_arg, _str_arg, firing_json
-
-    limit = _int_arg(args, "limit", 50, 1, 1000)
-    before = _int_arg(args, "before", 0, 1, MAX_ID) if "before" in args else None
-    schedule = _str_arg(args, "schedule") if "schedule" in args else None
+    limit = int_arg(args, "limit", 50, 1, MAX_PAGE)
+    before = int_arg(args, "before", 0, 1, MAX_ID) if "before" in args else None
+    schedule = str_arg(args, "schedule") if "schedule" in args else None
     firings = await ops.v.store.list_dead(schedule=schedule, limit=limit, before_id=before)
     return {
         "firings": [firing_json(f) for f in firings],
@@ -81,8 +79,6 @@ async def list_dead(ops: AdminOps, args: Mapping[str, Any]) -> Any:
 
 
 async def show(ops: AdminOps, args: Mapping[str, Any]) -> Any:
-    from schedd.admin.ops import firing_json, run_json
-
     store = ops.v.store
     firing = await _dead_firing(store, args)
     payload = decode_payload(await store.load_payload(firing.payload_id))
@@ -96,8 +92,6 @@ async def show(ops: AdminOps, args: Mapping[str, Any]) -> Any:
 
 
 async def retry(ops: AdminOps, args: Mapping[str, Any]) -> Any:
-    from schedd.admin.ops import firing_json
-
     v = ops.v
     firing = await _dead_firing(v.store, args)
     ticket = await v.store.requeue(firing.id, v.clock.wall_ms())
@@ -108,8 +102,6 @@ async def retry(ops: AdminOps, args: Mapping[str, Any]) -> Any:
 
 
 async def purge(ops: AdminOps, args: Mapping[str, Any]) -> Any:
-    from schedd.admin.ops import _int_arg
-
     v = ops.v
     if sum(name in args for name in ("id", "key", "all")) != 1:
         raise InvalidArgument("give exactly one of id, key or all")
@@ -122,20 +114,18 @@ async def purge(ops: AdminOps, args: Mapping[str, Any]) -> Any:
         raise InvalidArgument(f"all: expected true, got {args['all']!r}")
     cutoff = _EVERYTHING
     if "older_than_ms" in args:
-        cutoff = v.clock.wall_ms() - _int_arg(args, "older_than_ms", 0, 1, MAX_ID)
+        cutoff = v.clock.wall_ms() - int_arg(args, "older_than_ms", 0, 1, MAX_ID)
     return {"purged": await v.store.purge_dead(firing_ids=None, older_than_ms=cutoff)}
 
 
 async def _dead_firing(store: Store, args: Mapping[str, Any]) -> FiringRecord:
     """The firing named by ``id`` or ``key``, which must be in the dead-letter queue."""
-    from schedd.admin.ops import _int_arg, _str_arg
-
     if ("id" in args) == ("key" in args):
         raise InvalidArgument("give exactly one of id or key")
     if "id" in args:
-        firing = await store.get_firing_by_id(_int_arg(args, "id", 0, 1, MAX_ID))
+        firing = await store.get_firing_by_id(int_arg(args, "id", 0, 1, MAX_ID))
     else:
-        firing = await store.get_firing(_str_arg(args, "key"))
+        firing = await store.get_firing(str_arg(args, "key"))
     if firing.state not in DLQ_STATES:
         raise Conflict(
             f"firing {firing.key!r} (id {firing.id}) is {firing.state.value}, not in the"

@@ -20,6 +20,16 @@ from zoneinfo import ZoneInfo
 from schedd import __version__
 from schedd.admin import dlq
 from schedd.admin.protocol import Peer, Request, check_args
+from schedd.admin.views import (
+    MAX_PAGE,
+    at,
+    firing_json,
+    int_arg,
+    run_json,
+    schedule_json,
+    str_arg,
+    zone_of,
+)
 from schedd.clock import Clock
 from schedd.config import Config
 from schedd.dispatcher import Dispatcher
@@ -28,21 +38,17 @@ from schedd.events import FiringEvents
 from schedd.keys import format_instant
 from schedd.model import (
     FINAL_STATES,
-    CronSpec,
     FiringState,
-    IntervalSpec,
-    OnceSpec,
-    ScheduleSpec,
     policies_to_json,
     task_to_json,
 )
 from schedd.runner import Runner
 from schedd.store.contract import Store
-from schedd.store.records import FiringRecord, RunRecord, ScheduleRecord
+from schedd.store.records import FiringRecord
 from schedd.timer import Timer
 from schedd.triggers import make_trigger, occurrences
+from schedd.workers.pool import PoolStats
 
-MAX_PAGE = 1000
 MAX_WAIT_MS = 3_600_000
 
 
@@ -59,93 +65,6 @@ class DaemonView:
     clock: Clock
     started_wall_ms: int
     started_mono_ms: int
-
-
-def _at(ms: int | None) -> str | None:
-    return None if ms is None else format_instant(ms)
-
-
-def _int_arg(args: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    value = args.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidArgument(f"{name}: expected an integer from {lo} to {hi}, got {value!r}")
-    return value
-
-
-def _str_arg(args: Mapping[str, Any], name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str) or not value:
-        raise InvalidArgument(f"{name}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def trigger_summary(spec: ScheduleSpec) -> dict[str, Any]:
-    match spec.trigger:
-        case CronSpec(expr, tz):
-            return {"kind": "cron", "cron": expr, "timezone": tz}
-        case IntervalSpec(every_ms, anchor_ms):
-            return {"kind": "every", "every_ms": every_ms, "anchor_at": _at(anchor_ms)}
-        case OnceSpec(at_ms):
-            return {"kind": "at", "at": _at(at_ms)}
-
-
-def _zone(spec: ScheduleSpec) -> str:
-    return spec.trigger.timezone if isinstance(spec.trigger, CronSpec) else "UTC"
-
-
-def schedule_json(rec: ScheduleRecord) -> dict[str, Any]:
-    spec = rec.spec
-    return {
-        "name": spec.name,
-        "source": spec.source.value,
-        "trigger": trigger_summary(spec),
-        "timezone": _zone(spec),
-        "paused": rec.paused,
-        "next_fire_at": _at(rec.next_fire_ms),
-        "next_due_at": _at(rec.next_due_ms),
-        "fired_through_at": _at(rec.fired_through_ms),
-        "last_state": rec.last_state,
-        "last_finished_at": _at(rec.last_finished_ms),
-        "lane": spec.lane,
-    }
-
-
-def firing_json(f: FiringRecord) -> dict[str, Any]:
-    return {
-        "id": f.id,
-        "key": f.key,
-        "schedule": f.schedule,
-        "scheduled_for": format_instant(f.scheduled_for_ms),
-        "due_at": format_instant(f.due_ms),
-        "state": f.state.value,
-        "attempt": f.attempt,
-        "crashes": f.crashes,
-        "lane": f.lane,
-        "reason": f.reason,
-        "updated_at": format_instant(f.updated_ms),
-    }
-
-
-def run_json(r: RunRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": r.id,
-        "key": r.key,
-        "schedule": r.schedule,
-        "attempt": r.attempt,
-        "state": r.state,
-        "pid": r.process.pid if r.process else None,
-        "started_at": format_instant(r.started_ms),
-        "ended_at": _at(r.ended_ms),
-        "duration_ms": None if r.ended_ms is None else r.ended_ms - r.started_ms,
-        "exit_code": r.exit_code,
-        "signal": r.signal,
-        "reason": r.reason,
-        "output_bytes": r.output_bytes,
-        "output_truncated": r.output_truncated,
-    }
-    if r.output is not None:
-        out["output"] = r.output.decode("utf-8", errors="replace")
-    return out
 
 
 Op = Callable[["AdminOps", Mapping[str, Any]], Awaitable[Any]]
@@ -187,7 +106,11 @@ class AdminOps:
             "schedules": await v.store.count_schedules(),
             "wheel": {"handles": len(v.timer)},
             "queue": {"ready": v.runner.queued, "running": v.runner.busy},
-            "workers": {"max": v.runner.capacity, "busy": v.runner.busy},
+            "workers": {
+                "max": v.runner.capacity,
+                "busy": v.runner.busy,
+                "python": _pool_json(v.runner.pool.stats()),
+            },
             "firings": {
                 "unfinished": await v.store.count_firings(
                     [FiringState.COMMITTED, FiringState.RUNNING]
@@ -197,16 +120,16 @@ class AdminOps:
                 "runs_finished": v.runner.finished,
             },
             "dlq": await dlq.summary(v.store, now),
-            "last_firing_at": _at(v.dispatcher.last_fired_wall_ms),
+            "last_firing_at": at(v.dispatcher.last_fired_wall_ms),
             "clock": {
                 "jumps": jumps.count,
                 "last_jump_ms": jumps.last_ms,
-                "last_jump_at": _at(jumps.last_at_wall_ms),
+                "last_jump_at": at(jumps.last_at_wall_ms),
             },
         }
 
     async def schedules_list(self, args: Mapping[str, Any]) -> Any:
-        limit = _int_arg(args, "limit", MAX_PAGE, 1, MAX_PAGE)
+        limit = int_arg(args, "limit", MAX_PAGE, 1, MAX_PAGE)
         after = args.get("after")
         if after is not None and not isinstance(after, str):
             raise InvalidArgument(f"after: expected a schedule name, got {after!r}")
@@ -217,10 +140,10 @@ class AdminOps:
         }
 
     async def schedules_show(self, args: Mapping[str, Any]) -> Any:
-        rec = await self.v.store.get_schedule(_str_arg(args, "name"))
-        count = _int_arg(args, "next", 5, 0, 1000)
+        rec = await self.v.store.get_schedule(str_arg(args, "name"))
+        count = int_arg(args, "next", 5, 0, 1000)
         spec = rec.spec
-        zone = ZoneInfo(_zone(spec))
+        zone = ZoneInfo(zone_of(spec))
         upcoming: list[int] = []
         if rec.next_fire_ms is not None and count:
             upcoming = [rec.next_fire_ms]
@@ -245,13 +168,13 @@ class AdminOps:
         return out
 
     async def runs_list(self, args: Mapping[str, Any]) -> Any:
-        limit = _int_arg(args, "limit", 50, 1, MAX_PAGE)
+        limit = int_arg(args, "limit", 50, 1, MAX_PAGE)
         before = args.get("before")
         if before is not None:
-            before = _int_arg(args, "before", 0, 1, 2**62)
+            before = int_arg(args, "before", 0, 1, 2**62)
         schedule = args.get("schedule")
         if schedule is not None:
-            schedule = _str_arg(args, "schedule")
+            schedule = str_arg(args, "schedule")
         runs = await self.v.store.list_runs(schedule=schedule, limit=limit, before_id=before)
         return {
             "runs": [run_json(r) for r in runs],
@@ -259,23 +182,24 @@ class AdminOps:
         }
 
     async def runs_show(self, args: Mapping[str, Any]) -> Any:
-        return run_json(await self.v.store.get_run(_int_arg(args, "id", 0, 1, 2**62)))
+        return run_json(await self.v.store.get_run(int_arg(args, "id", 0, 1, 2**62)))
 
     async def firings_show(self, args: Mapping[str, Any]) -> Any:
-        return firing_json(await self.v.store.get_firing(_str_arg(args, "key")))
+        return firing_json(await self.v.store.get_firing(str_arg(args, "key")))
 
     async def wait(self, args: Mapping[str, Any]) -> Any:
         """Block until a firing (``key``) reaches one of ``states`` (default: any final state)
-        at attempt ``min_attempt`` or later, or until a schedule has ``count`` firings in a final state; answer with ``done``."""
-        timeout = _int_arg(args, "timeout_ms", 30_000, 0, MAX_WAIT_MS)
+        at attempt ``min_attempt`` or later, or until a schedule has ``count`` firings in a
+        final state; answer with ``done``."""
+        timeout = int_arg(args, "timeout_ms", 30_000, 0, MAX_WAIT_MS)
         deadline = self.v.clock.monotonic_ms() + timeout
         store = self.v.store
         if ("key" in args) == ("schedule" in args):
             raise InvalidArgument("wait: give exactly one of key or schedule")
         if "key" in args:
-            key = _str_arg(args, "key")
+            key = str_arg(args, "key")
             states = _states_arg(args)
-            min_attempt = _int_arg(args, "min_attempt", 1, 1, 1_000_000)
+            min_attempt = int_arg(args, "min_attempt", 1, 1, 1_000_000)
             seen: dict[str, FiringRecord] = {}
 
             async def firing_done() -> bool:
@@ -287,8 +211,8 @@ class AdminOps:
 
             done = await self.v.events.wait_until(key, None, firing_done, deadline_mono_ms=deadline)
             return {"done": done, "firing": firing_json(seen["f"]) if "f" in seen else None}
-        schedule = _str_arg(args, "schedule")
-        count = _int_arg(args, "count", 1, 1, 1_000_000)
+        schedule = str_arg(args, "schedule")
+        count = int_arg(args, "count", 1, 1, 1_000_000)
         finals = sorted(FINAL_STATES)
         got: dict[str, int] = {"n": 0}
 
@@ -298,6 +222,21 @@ class AdminOps:
 
         done = await self.v.events.wait_until(None, schedule, enough, deadline_mono_ms=deadline)
         return {"done": done, "finished": got["n"]}
+
+
+def _pool_json(stats: PoolStats) -> dict[str, Any]:
+    return {
+        "size": stats.size,
+        "idle": stats.idle,
+        "busy": stats.busy,
+        "starting": stats.starting,
+        "spawned": stats.spawned,
+        "recycled": stats.recycled,
+        "shrunk": stats.shrunk,
+        "replaced": stats.replaced,
+        "failed_starts": stats.failed_starts,
+        "protocol_errors": stats.protocol_errors,
+    }
 
 
 def _states_arg(args: Mapping[str, Any]) -> frozenset[FiringState]:

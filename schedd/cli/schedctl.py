@@ -141,6 +141,7 @@ def status(ctx: typer.Context, json: JsonOpt = False) -> None:
             ("wheel", f"{s['wheel']['handles']} handle(s)"),
             ("queue", f"{s['queue']['ready']} ready, {s['queue']['running']} running"),
             ("workers", f"{s['workers']['busy']}/{s['workers']['max']} busy"),
+            ("python pool", _pool_text(s["workers"]["python"])),
             ("unfinished", s["firings"]["unfinished"]),
             ("dlq", _dlq_text(s["dlq"])),
             ("last firing", s["last_firing_at"]),
@@ -154,6 +155,14 @@ def status(ctx: typer.Context, json: JsonOpt = False) -> None:
                 ),
             ),
         ]
+    )
+
+
+def _pool_text(pool: Mapping[str, Any]) -> str:
+    return (
+        f"{pool['size']} worker(s): {pool['idle']} idle, {pool['busy']} busy,"
+        f" {pool['starting']} starting; {pool['recycled']} recycled,"
+        f" {pool['replaced']} replaced"
     )
 
 

@@ -217,6 +217,7 @@ class _Run:
     call: PythonCall
     #: Resolved by the worker's answer.
     arrival: asyncio.Future[None]
+    sending: asyncio.Task[None]
     deadline: int | None
     stop: asyncio.Future[str] | None
     #: The worker's CPU time before the run, so a CPU-limit kill is judged on the run's alone.
@@ -251,6 +252,8 @@ class _Worker:
         self.was_ready = False
         #: Launched for the pool (prescale, replacement), not for a run that waits for it.
         self.spare = False
+        #: Set once the process is reaped (and its pidfd closed: never twice).
+        self.returncode: int | None = None
         self.tasks = 0
         self.idle_since = 0
         self._sock = sock
@@ -366,14 +369,16 @@ class WorkerPool:
         self._started = True
         self._closing = asyncio.get_running_loop().create_future()
         self._shrinker = self._background(self._shrink_loop())
-        try:
-            workers = [self._launch() for _ in range(self._settings.min_workers)]
-            ready = await asyncio.gather(
-                *(self._await_ready(w) for w in workers), return_exceptions=True
-            )
-        except _StartFailed as exc:
-            ready = [exc]
-        failures = [r for r in ready if isinstance(r, BaseException)]
+        launched: list[_Worker] = []
+        failures: list[BaseException] = []
+        for _ in range(self._settings.min_workers):
+            try:
+                launched.append(self._launch())
+            except _StartFailed as exc:
+                failures.append(exc)
+                break
+        ready = await asyncio.gather(*map(self._await_ready, launched), return_exceptions=True)
+        failures += [r for r in ready if isinstance(r, BaseException)]
         for worker in ready:
             if isinstance(worker, _Worker):
                 self._release(worker)
@@ -492,15 +497,15 @@ class WorkerPool:
         worker.child.sink = tail
         cpu_before = _cpu_ms(worker.child.pid)
         deadline = None if call.timeout_ms is None else self._clock.monotonic_ms() + call.timeout_ms
-        run = _Run(run_id, call, worker.expect(), deadline, stop, cpu_before)
+        arrival = worker.expect()
         sending = asyncio.ensure_future(worker.send(frame))
+        run = _Run(run_id, call, arrival, sending, deadline, stop, cpu_before)
         try:
             verdict = await self._supervise(worker, run)
         except BaseException:
+            await _finish_cancelled(sending)
             await self._bury(worker)  # cancelled: the task dies with its worker
             raise
-        finally:
-            sending.cancel()  # only still sending if the run ended without reading it
         return dataclasses.replace(verdict, output=tail.getvalue(), output_truncated=tail.truncated)
 
     async def _supervise(self, worker: _Worker, run: _Run) -> RunResult:
@@ -509,6 +514,10 @@ class WorkerPool:
         stops = (self._closing,) if run.stop is None else (self._closing, _done_of(run.stop))
         watched = (run.arrival, child.exited, worker.broken, *stops)
         first = await wait_any(self._clock, run.deadline, *watched)
+        # Still sending only if the run ended without reading its task; the send must let go
+        # of the socket before a teardown closes it.
+        run.sending.cancel()
+        await asyncio.wait({run.sending})
         if first is run.arrival:
             return await self._answered(worker, run)
         if first is worker.broken:
@@ -784,7 +793,7 @@ class WorkerPool:
             self._counts["protocol_errors"] += 1
             log.warning("idle worker %d broke the protocol: %s", worker.child.pid, worker.problem)
         else:
-            log.warning("idle worker %d exited", worker.child.pid)
+            log.warning("idle worker %d lost: %s", worker.child.pid, worker.problem or "exited")
         self._background(self._bury(worker))
 
     def _retire(self, worker: _Worker) -> None:
@@ -810,6 +819,8 @@ class WorkerPool:
         The last word on every worker. The group id stays pinned by the unreaped leader until
         the SIGKILL went out, so the signal cannot reach a stranger.
         """
+        if worker.returncode is not None:  # a cancelled teardown already finished the job
+            return worker.returncode
         self._leave(worker)
         worker.hang_up()
         child = worker.child
@@ -819,9 +830,9 @@ class WorkerPool:
             await wait_until(self._clock, self._clock.monotonic_ms() + DRAIN_MS, child.eof)
             child.drain()
         finally:
-            returncode = await kill_and_reap(child)
+            worker.returncode = await kill_and_reap(child)
             self._forget(worker)
-        return returncode
+        return worker.returncode
 
     def _forget(self, worker: _Worker) -> None:
         self._workers.discard(worker)
@@ -867,6 +878,17 @@ class WorkerPool:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("worker pool task failed", exc_info=task.exception())
+
+
+async def _finish_cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has let go, even if cancelled again meanwhile.
+
+    Only for a caller on its way out with an exception, which it re-raises afterwards.
+    """
+    task.cancel()
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({task})
 
 
 # --- messages ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from schedd.store.records import (
 )
 from schedd.store.sqlite import SqliteStore
 from schedd.timer import Timer
+from schedd.workers.pool import PoolStats
 from tests.fakes import FakeClock
 
 PEER = Peer(pid=1, uid=0, gid=0)
@@ -67,6 +68,15 @@ class RecordingRunner:
 
     def prescale(self, due_soon: int) -> None:
         pass
+
+    @property
+    def pool(self) -> IdlePool:
+        return IdlePool()
+
+
+class IdlePool:
+    def stats(self) -> PoolStats:
+        return PoolStats(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ())
 
 
 @dataclass

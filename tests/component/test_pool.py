@@ -450,12 +450,23 @@ async def test_limits_hold_during_the_task_and_are_restored_after_it(pool: Worke
     assert (during["as"], during["nofile"], during["core"]) == (1024 * MiB, 100, 4096)
     assert 5 <= during["cpu"] == during["cpu_hard"] - 1
     assert after == before
+    inherited = {r: resource.getrlimit(r)[0] for r in (resource.RLIMIT_AS, resource.RLIMIT_CPU)}
     assert (before["as"], before["cpu"], before["core"]) == (
-        resource.RLIM_INFINITY,
-        resource.RLIM_INFINITY,
-        0,
+        inherited[resource.RLIMIT_AS],
+        inherited[resource.RLIMIT_CPU],
+        0,  # the worker turns core dumps off for itself
     )
-    assert len(set(pool.stats().pids)) == 1  # restored in place (as root; see docs/workers.md)
+    if may_raise_hard_limits():  # even the lowered hard CPU limit was put back
+        assert pool.stats().recycled == 0
+    else:  # it cannot be raised again, so the worker asked to retire
+        assert pool.stats().recycled == 1
+
+
+def may_raise_hard_limits() -> bool:
+    """Whether this process (and so its workers) has ``CAP_SYS_RESOURCE``."""
+    status = Path("/proc/self/status").read_text()
+    effective = int(status.split("CapEff:")[1].split()[0], 16)
+    return bool(effective >> 24 & 1)  # CAP_SYS_RESOURCE is capability 24
 
 
 async def test_memory_error_without_a_limit_is_an_exception(pool: WorkerPool) -> None:
@@ -569,6 +580,23 @@ async def test_worker_that_never_says_ready_fails_the_run(
     )
     await wait_dead([int(pidfile.read_text())])
     assert (pool.stats().size, pool.stats().failed_starts) == (0, 1)
+
+
+async def test_a_run_cancelled_while_its_worker_starts_leaves_no_process(
+    make_pool: MakePool, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    os.mkfifo(started)
+    python = script(tmp_path, f"echo $$ > {started}; exec sleep 100")
+    pool = await make_pool(python=python, min_workers=0)
+    running = asyncio.create_task(run(pool, call("echo")))
+    pid = int(await asyncio.to_thread(started.read_text))
+    assert pool.stats().starting == 1
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert process_identity(pid) is None  # killed and reaped
+    assert pool.stats().size == 0
 
 
 async def test_interpreter_that_exits_fails_the_run_with_its_output(
