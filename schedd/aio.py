@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -19,7 +18,7 @@ async def wait_first(*coros: Coroutine[Any, Any, Any]) -> None:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in tasks:
-            if not t.done():
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            t.cancel()
+        # ``gather`` collects the children's CancelledErrors but not our own: a cancellation
+        # of the caller during this clean-up still propagates (suppressing it would swallow it).
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -45,11 +45,15 @@ from schedd.workers.limits import LimitedLauncher, resolve_program
 from schedd.workers.outcome import Ending, RunResult, classify
 from schedd.workers.output import OutputTail
 from schedd.workers.procs import ProcessIdentity
-from schedd.workers.spawn import Child, kill_and_reap, stop_group, wait_any, wait_until
-
-#: How long to keep reading output after the group was killed; only a process that escaped the
-#: group can hold the pipe open that long.
-DRAIN_MS = 1_000
+from schedd.workers.spawn import (
+    DRAIN_MS,
+    Child,
+    done_of,
+    kill_and_reap,
+    stop_group,
+    wait_any,
+    wait_until,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +141,7 @@ async def _supervise(
     stop: asyncio.Future[str] | None,
 ) -> Ending:
     """Take the run from spawned to drained; why it ended."""
-    watched = (child.exited,) if stop is None else (child.exited, _done_of(stop))
+    watched = (child.exited,) if stop is None else (child.exited, done_of(stop))
     first = await wait_any(clock, deadline, *watched)
     ending = Ending.EXITED
     if first is not child.exited:
@@ -149,15 +153,3 @@ async def _supervise(
     await wait_until(clock, clock.monotonic_ms() + DRAIN_MS, child.eof)
     child.drain()
     return ending
-
-
-def _done_of(fut: asyncio.Future[str]) -> asyncio.Future[None]:
-    """A ``Future[None]`` resolved when ``fut`` is, so it can be waited on with the others."""
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def resolve(_: asyncio.Future[str]) -> None:
-        if not done.done():
-            done.set_result(None)
-
-    fut.add_done_callback(resolve)
-    return done

@@ -95,12 +95,19 @@ from schedd.clock import Clock
 from schedd.errors import InvalidArgument, Unavailable
 from schedd.model import NO_LIMITS, Limits, RunOutcome
 from schedd.workers import pyworker
-from schedd.workers.command import DRAIN_MS, _done_of
 from schedd.workers.outcome import Ending, RunResult, classify, duration, signal_name
 from schedd.workers.output import OutputTail
 from schedd.workers.procs import ProcessIdentity
 from schedd.workers.pyworker import FrameReader, ProtocolError, encode, get_field, get_int
-from schedd.workers.spawn import Child, kill_and_reap, stop_group, wait_any, wait_until
+from schedd.workers.spawn import (
+    DRAIN_MS,
+    Child,
+    done_of,
+    kill_and_reap,
+    stop_group,
+    wait_any,
+    wait_until,
+)
 
 log = logging.getLogger("schedd.workers")
 
@@ -511,7 +518,7 @@ class WorkerPool:
     async def _supervise(self, worker: _Worker, run: _Run) -> RunResult:
         """How the run ended (output aside); the worker is back, retiring, or buried."""
         child = worker.child
-        stops = (self._closing,) if run.stop is None else (self._closing, _done_of(run.stop))
+        stops = (self._closing,) if run.stop is None else (self._closing, done_of(run.stop))
         watched = (run.arrival, child.exited, worker.broken, *stops)
         first = await wait_any(self._clock, run.deadline, *watched)
         # Still sending only if the run ended without reading its task; the send must let go

@@ -357,9 +357,9 @@ class Worker:
             failure, retire = self._load_and_call(req)
         if os.getpid() != self._pid:  # a fork of the task returned here: it is not the worker
             os._exit(0)
+        _flush_stdio()  # what the task printed comes before its traceback
         if failure is not None:
-            _write(2, _traceback(failure[0]))
-        _flush_stdio()
+            _write(2, _traceback(failure[0]))  # unbuffered: in the pipe before "done"
         answer: dict[str, Any] = {"type": "done", "id": req.id, "ok": failure is None}
         if failure is not None:
             answer["error"] = _describe(failure[0])

@@ -41,6 +41,10 @@ from schedd.workers.procs import ProcessIdentity, process_identity, signal_group
 #: Bytes per ``os.read`` of a child's output.
 READ_CHUNK = 64 * 1024
 
+#: How long to keep reading output after the group was killed; only a process that escaped the
+#: group can hold the pipe open that long.
+DRAIN_MS = 1_000
+
 
 class Sink(Protocol):
     def feed(self, chunk: bytes) -> None: ...
@@ -227,3 +231,15 @@ async def kill_and_reap(child: Child) -> int:
 def _stdout(proc: subprocess.Popen[bytes]) -> IO[bytes]:
     assert proc.stdout is not None, "spawned with stdout=PIPE"
     return proc.stdout
+
+
+def done_of(fut: asyncio.Future[str]) -> asyncio.Future[None]:
+    """A ``Future[None]`` resolved when ``fut`` is, so it can be waited on with the others."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def resolve(_: asyncio.Future[str]) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    fut.add_done_callback(resolve)
+    return done

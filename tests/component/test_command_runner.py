@@ -23,11 +23,12 @@ import pytest
 from schedd.clock import SystemClock
 from schedd.errors import InvalidArgument
 from schedd.model import Limits, RunOutcome
-from schedd.workers.command import DRAIN_MS, CommandRequest, run_command
+from schedd.workers.command import CommandRequest, run_command
 from schedd.workers.environment import FIRING_VARS, NEVER_INHERIT, build_env
 from schedd.workers.limits import LimitedLauncher
 from schedd.workers.outcome import Ending, RunResult, classify
 from schedd.workers.procs import ProcessIdentity, kill_group_if_ours, process_identity
+from schedd.workers.spawn import DRAIN_MS
 from tests.fakes import FakeClock
 
 BASE_ENV = {"PATH": "/usr/bin:/bin"}
