@@ -255,22 +255,29 @@ def schedules_show(
         render.table(["NEXT (UTC)", "LOCAL"], [[o["utc"], o["local"]] for o in s["next"]])
 
 
-@runs_app.command("list")
-def runs_list(
-    ctx: typer.Context,
-    schedule: Annotated[
-        str | None, typer.Option("--schedule", help="Only this schedule's runs.")
-    ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=1000, help="At most this many runs.")
-    ] = 50,
-    json: JsonOpt = False,
-) -> None:
-    """Recent runs, newest first."""
+ScheduleFilter = Annotated[
+    str | None, typer.Option("--schedule", help="Only this schedule's entries.")
+]
+PageLimit = Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")]
+
+
+def _page(ctx: typer.Context, op: str, schedule: str | None, limit: int) -> Any:
+    """The first page of a newest-first list, optionally for one schedule."""
     args: dict[str, Any] = {"limit": limit}
     if schedule:
         args["schedule"] = schedule
-    page = call(ctx, "runs.list", args)
+    return call(ctx, op, args)
+
+
+@runs_app.command("list")
+def runs_list(
+    ctx: typer.Context,
+    schedule: ScheduleFilter = None,
+    limit: PageLimit = 50,
+    json: JsonOpt = False,
+) -> None:
+    """Recent runs, newest first."""
+    page = _page(ctx, "runs.list", schedule, limit)
     if json:
         render.emit_json(page)
         return
@@ -394,19 +401,12 @@ def _task_fields(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
 @dlq_app.command("list")
 def dlq_list(
     ctx: typer.Context,
-    schedule: Annotated[
-        str | None, typer.Option("--schedule", help="Only this schedule's firings.")
-    ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=1000, help="At most this many firings.")
-    ] = 50,
+    schedule: ScheduleFilter = None,
+    limit: PageLimit = 50,
     json: JsonOpt = False,
 ) -> None:
     """Dead and quarantined firings, newest first."""
-    args: dict[str, Any] = {"limit": limit}
-    if schedule:
-        args["schedule"] = schedule
-    page = call(ctx, "dlq.list", args)
+    page = _page(ctx, "dlq.list", schedule, limit)
     if json:
         render.emit_json(page)
         return

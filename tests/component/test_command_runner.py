@@ -30,6 +30,7 @@ from schedd.workers.outcome import Ending, RunResult, classify
 from schedd.workers.procs import ProcessIdentity, kill_group_if_ours, process_identity
 from schedd.workers.spawn import DRAIN_MS
 from tests.fakes import FakeClock
+from tests.procs import assert_group_dies, proc_state, wait_dead
 
 BASE_ENV = {"PATH": "/usr/bin:/bin"}
 FIRING = {
@@ -90,54 +91,6 @@ class RecordingClock(FakeClock):
     async def sleep_until(self, monotonic_ms: int) -> None:
         self.sleeps.put_nowait(monotonic_ms)
         await super().sleep_until(monotonic_ms)
-
-
-def group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            identity = process_identity(int(entry))
-            if identity is not None and identity.pgid == pgid:
-                members.append(identity.pid)
-    return members
-
-
-async def wait_dead(pids: list[int], within_s: float = 5.0) -> None:
-    """Return once every pid has exited (zombies count as exited); fail after ``within_s``."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(within_s):
-        for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                continue
-            exited: asyncio.Future[None] = loop.create_future()
-
-            def on_exit(f: asyncio.Future[None] = exited) -> None:
-                if not f.done():
-                    f.set_result(None)
-
-            try:
-                loop.add_reader(fd, on_exit)
-                try:
-                    await exited
-                finally:
-                    loop.remove_reader(fd)
-            finally:
-                os.close(fd)
-
-
-async def assert_group_dies(pgid: int) -> None:
-    await wait_dead(group_members(pgid))
-    assert all(_state(pid) in {"Z", "gone"} for pid in group_members(pgid))
-
-
-def _state(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return "gone"
-    return raw[raw.rindex(b")") + 2 :].split()[0].decode()
 
 
 @pytest.fixture
@@ -417,7 +370,7 @@ async def test_timeout_sends_sigterm_then_sigkill_after_the_grace(tmp_path: Path
     await asyncio.to_thread(trapped.read_bytes)  # the task ignores SIGTERM from here on
     clock.advance(1_000)
     assert await clock.sleeps.get() == start + 6_000  # SIGTERM ignored: the grace runs
-    assert _state(spawns.pgid) != "Z"
+    assert proc_state(spawns.pgid) != "Z"
     clock.advance(5_000)
     result = await running
 
@@ -455,7 +408,7 @@ async def test_escaped_process_holding_the_pipe_cannot_hang_the_run(tmp_path: Pa
         assert (result.outcome, result.output) == (RunOutcome.SUCCEEDED, b"escaped\n")
     finally:
         escaped = int(pidfile.read_text())
-        assert _state(escaped) not in {"Z", "gone"}
+        assert proc_state(escaped) not in {"Z", "gone"}
         os.kill(escaped, signal.SIGKILL)
         await wait_dead([escaped])
 
@@ -519,7 +472,7 @@ def test_kill_group_if_ours_refuses_a_record_that_is_not_a_group_leader() -> Non
         assert member.pgid == leader.pid != member.pid
         assert not kill_group_if_ours(member)
         assert leader.poll() is None
-        assert _state(member.pid) not in {"Z", "gone"}
+        assert proc_state(member.pid) not in {"Z", "gone"}
     finally:
         os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()

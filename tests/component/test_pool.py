@@ -31,6 +31,7 @@ from schedd.workers.pool import PYWORKER, PoolSettings, PythonCall, WorkerPool
 from schedd.workers.procs import ProcessIdentity, process_identity
 from schedd.workers.pyworker import MAX_FRAME, FrameReader, ProtocolError, encode
 from tests.fakes import FakeClock
+from tests.procs import assert_group_dies, wait_dead
 
 REPO = str(Path(__file__).resolve().parents[2])
 CONTEXT = {
@@ -123,47 +124,6 @@ async def make_pool() -> AsyncIterator[MakePool]:
 @pytest.fixture
 async def pool(make_pool: MakePool) -> WorkerPool:
     return await make_pool()
-
-
-def group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            identity = process_identity(int(entry))
-            if identity is not None and identity.pgid == pgid:
-                members.append(identity.pid)
-    return members
-
-
-async def wait_dead(pids: list[int], within_s: float = 10.0) -> None:
-    """Return once every pid has exited (zombies count as exited); fail after ``within_s``."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(within_s):
-        for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                continue
-            exited: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, lambda f=exited: f.done() or f.set_result(None))
-            try:
-                await exited
-            finally:
-                loop.remove_reader(fd)
-                os.close(fd)
-
-
-async def assert_group_dies(pgid: int) -> None:
-    await wait_dead(group_members(pgid))
-    assert all(_state(pid) in {"Z", "gone"} for pid in group_members(pgid))
-
-
-def _state(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return "gone"
-    return raw[raw.rindex(b")") + 2 :].split()[0].decode()
 
 
 # --- running tasks ----------------------------------------------------------------------------
