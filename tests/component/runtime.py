@@ -126,6 +126,7 @@ async def start_runtime(
     runner = Runner(store, clock, events, attempts, pool, max_workers=max_workers)
     dispatcher = Dispatcher(store, Timer(clock), runner, events, clock, horizon_ms=60_000)
     attempts.on_retry = dispatcher.retry_scheduled
+    await pool.start()
     runner.start()
     clock.unsettle()
     task = asyncio.create_task(dispatcher.run())

@@ -19,8 +19,10 @@ from schedd.model import (
     OnceSpec,
     Overlap,
     Policies,
+    PythonTask,
     Retry,
     ScheduleSpec,
+    TaskSpec,
 )
 from schedd.policies import BUDGET_EXHAUSTED
 from schedd.ratelimit import Rate
@@ -31,11 +33,11 @@ T0 = 1_767_225_600_000
 RETRY = Retry(max_attempts=4, base_ms=1_000, max_ms=3_000)
 
 
-def once(name: str, argv: tuple[str, ...], *, tenant: str | None = None) -> ScheduleSpec:
+def once(name: str, task: TaskSpec | tuple[str, ...], *, tenant: str | None = None) -> ScheduleSpec:
     return ScheduleSpec(
         name,
         OnceSpec(T0),
-        CommandTask(argv),
+        CommandTask(task) if isinstance(task, tuple) else task,
         policies=Policies(retry=RETRY),
         tenant=tenant,
     )
@@ -46,10 +48,18 @@ def clock() -> FakeClock:
     return FakeClock(wall_ms=T0)
 
 
+@pytest.mark.parametrize(
+    ("task", "reason"),
+    [
+        (CommandTask(("false",)), "exit status 1"),
+        (PythonTask("tests.pytasks:boom", ("no luck",)), "exception: ValueError: no luck"),
+    ],
+    ids=["command", "python-raises"],
+)
 async def test_a_failing_task_is_retried_with_growing_delays_and_ends_dead(
-    tmp_path: Path, clock: FakeClock
+    tmp_path: Path, clock: FakeClock, task: TaskSpec, reason: str
 ) -> None:
-    rt = await start_runtime(tmp_path / "s.db", clock, [once("flaky", ("false",))])
+    rt = await start_runtime(tmp_path / "s.db", clock, [once("flaky", task)])
     key = firing_key("flaky", T0)
     try:
         f = await rt.until(key, FiringState.FAILED, attempt=1)
@@ -62,10 +72,10 @@ async def test_a_failing_task_is_retried_with_growing_delays_and_ends_dead(
             if attempt < 4:
                 assert f.retry_at_ms == clock.wall_ms() + min(3_000, 1_000 << (attempt - 1))
         assert f.state is FiringState.DEAD
-        assert f.reason == "gave up after 4 attempt(s) (failed); last: exit status 1"
+        assert f.reason == f"gave up after 4 attempt(s) (failed); last: {reason}"
         runs = await rt.store.runs_of(f.id)
-        assert [(r.attempt, r.exit_code, r.reason) for r in runs] == [
-            (n, 1, "exit status 1") for n in range(1, 5)
+        assert [(r.attempt, r.state, r.reason) for r in runs] == [
+            (n, "failed", reason) for n in range(1, 5)
         ]
         assert [r.started_ms - T0 for r in runs] == [0, 1_000, 3_000, 6_000]
     finally:
