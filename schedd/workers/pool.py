@@ -77,7 +77,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import functools
 import itertools
 import logging
@@ -98,7 +97,7 @@ from schedd.workers import pyworker
 from schedd.workers.outcome import Ending, RunResult, classify, duration, signal_name
 from schedd.workers.output import OutputTail
 from schedd.workers.procs import ProcessIdentity
-from schedd.workers.pyworker import FrameReader, ProtocolError, encode, get_field, get_int
+from schedd.workers.pyworker import ProtocolError, encode, get_field, get_int
 from schedd.workers.spawn import (
     DRAIN_MS,
     Child,
@@ -108,6 +107,7 @@ from schedd.workers.spawn import (
     wait_any,
     wait_until,
 )
+from schedd.workers.worker import Worker, WorkerState
 
 log = logging.getLogger("schedd.workers")
 
@@ -206,14 +206,6 @@ class PoolStats:
     pids: tuple[int, ...]
 
 
-class _State(enum.Enum):
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    #: Retiring or being killed: no longer counted, not yet reaped.
-    LEAVING = "leaving"
-
-
 class _StartFailed(Exception):
     """A worker could not be started (or the pool closed while one was needed)."""
 
@@ -239,104 +231,6 @@ class _Done:
     retire: bool
 
 
-class _Worker:
-    """One worker process and its control channel, read as frames arrive.
-
-    Every message must have been asked for with :meth:`expect`; anything else, and any bad
-    frame, resolves ``broken`` and stops reading: the worker is beyond trust from then on.
-    """
-
-    def __init__(self, child: Child, sock: socket.socket, startup: OutputTail) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.child = child
-        self.state = _State.STARTING
-        self.startup_output = startup
-        self.broken: asyncio.Future[None] = self._loop.create_future()
-        self.problem = ""
-        #: ``broken`` because the channel closed (the worker may just be dying).
-        self.hung_up = False
-        #: Whether it ever reported ready (only such workers are replaced when lost).
-        self.was_ready = False
-        #: Launched for the pool (prescale, replacement), not for a run that waits for it.
-        self.spare = False
-        #: Set once the process is reaped (and its pidfd closed: never twice).
-        self.returncode: int | None = None
-        self.tasks = 0
-        self.idle_since = 0
-        self._sock = sock
-        self._reader = FrameReader()
-        self._inbox: deque[dict[str, Any]] = deque()
-        self._arrival: asyncio.Future[None] | None = None
-        sock.setblocking(False)
-        self._reading = True
-        self._loop.add_reader(sock.fileno(), self._on_readable)
-        self.ready = self.expect()
-
-    @property
-    def healthy(self) -> bool:
-        """Not known to be dead or broken, asking the kernel rather than waiting for the pidfd
-        callback: a run must not be handed a worker that died a moment ago."""
-        if self.child.exited.done() or self.broken.done():
-            return False
-        # WNOWAIT: look without reaping; the unreaped leader keeps pinning the group id.
-        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
-        return os.waitid(os.P_PID, self.child.pid, flags) is None
-
-    def expect(self) -> asyncio.Future[None]:
-        """Resolved when the next message arrives; :meth:`take` it then."""
-        self._arrival = self._loop.create_future()
-        return self._arrival
-
-    def take(self) -> dict[str, Any]:
-        return self._inbox.popleft()
-
-    async def send(self, frame: bytes) -> None:
-        try:
-            await self._loop.sock_sendall(self._sock, frame)
-        except OSError as exc:
-            self._break(f"control channel failed: {exc}", hung_up=True)
-
-    def hang_up(self) -> None:
-        """Close our end: a worker reading its channel takes the EOF as the order to exit."""
-        self._stop_reading()
-        self._sock.close()
-
-    def _on_readable(self) -> None:
-        try:
-            data = self._sock.recv(pyworker.READ_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._break(f"control channel failed: {exc}", hung_up=True)
-            return
-        if not data:
-            cut = " in the middle of a frame" if self._reader.partial else ""
-            self._break(f"closed its control channel{cut}", hung_up=True)
-            return
-        try:
-            messages = self._reader.feed(data)
-        except ProtocolError as exc:
-            self._break(str(exc))
-            return
-        for message in messages:
-            if self._arrival is None or self._arrival.done():
-                self._break(f"sent an unexpected {message['type']!r:.40} message")
-                return
-            self._inbox.append(message)
-            self._arrival.set_result(None)
-
-    def _break(self, problem: str, *, hung_up: bool = False) -> None:
-        self._stop_reading()
-        if not self.broken.done():
-            self.problem, self.hung_up = problem, hung_up
-            self.broken.set_result(None)
-
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._sock.fileno())
-
-
 class WorkerPool:
     """``min_workers``..``max_workers`` Python workers; see the module docstring."""
 
@@ -347,11 +241,11 @@ class WorkerPool:
         if settings.pythonpath:
             self._env["PYTHONPATH"] = os.pathsep.join(settings.pythonpath)
         #: Every worker whose process is not reaped yet, leaving ones included.
-        self._workers: set[_Worker] = set()
+        self._workers: set[Worker] = set()
         #: Idle workers, least recently used first.
-        self._idle: list[_Worker] = []
+        self._idle: list[Worker] = []
         #: Runs waiting for a worker: given one, or ``None`` (capacity freed: look again).
-        self._waiters: deque[asyncio.Future[_Worker | None]] = deque()
+        self._waiters: deque[asyncio.Future[Worker | None]] = deque()
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Resolved when the idle set or the size changes: wakes the shrink loop.
         self._changed: asyncio.Future[None] | None = None
@@ -376,7 +270,7 @@ class WorkerPool:
         self._started = True
         self._closing = asyncio.get_running_loop().create_future()
         self._shrinker = self._background(self._shrink_loop())
-        launched: list[_Worker] = []
+        launched: list[Worker] = []
         failures: list[BaseException] = []
         for _ in range(self._settings.min_workers):
             try:
@@ -387,7 +281,7 @@ class WorkerPool:
         ready = await asyncio.gather(*map(self._await_ready, launched), return_exceptions=True)
         failures += [r for r in ready if isinstance(r, BaseException)]
         for worker in ready:
-            if isinstance(worker, _Worker):
+            if isinstance(worker, Worker):
                 self._release(worker)
         if failures:
             await self.close()
@@ -442,12 +336,12 @@ class WorkerPool:
 
     def stats(self) -> PoolStats:
         states = Counter(w.state for w in self._workers)
-        counted = [w for w in self._workers if w.state is not _State.LEAVING]
+        counted = [w for w in self._workers if w.state is not WorkerState.LEAVING]
         return PoolStats(
             size=len(counted),
-            idle=states[_State.IDLE],
-            busy=states[_State.BUSY],
-            starting=states[_State.STARTING],
+            idle=states[WorkerState.IDLE],
+            busy=states[WorkerState.BUSY],
+            starting=states[WorkerState.STARTING],
             spawned=self._counts["spawned"],
             recycled=self._counts["recycled"],
             shrunk=self._counts["shrunk"],
@@ -494,7 +388,7 @@ class WorkerPool:
 
     async def _run_on(
         self,
-        worker: _Worker,
+        worker: Worker,
         call: PythonCall,
         run_id: int,
         frame: bytes,
@@ -515,7 +409,7 @@ class WorkerPool:
             raise
         return dataclasses.replace(verdict, output=tail.getvalue(), output_truncated=tail.truncated)
 
-    async def _supervise(self, worker: _Worker, run: _Run) -> RunResult:
+    async def _supervise(self, worker: Worker, run: _Run) -> RunResult:
         """How the run ended (output aside); the worker is back, retiring, or buried."""
         child = worker.child
         stops = (self._closing,) if run.stop is None else (self._closing, done_of(run.stop))
@@ -533,7 +427,7 @@ class WorkerPool:
             return await self._died(worker, run)
         return await self._take_down(worker, run, first)
 
-    async def _answered(self, worker: _Worker, run: _Run) -> RunResult:
+    async def _answered(self, worker: Worker, run: _Run) -> RunResult:
         try:
             done = _parse_done(worker.take(), run.id)
         except ProtocolError as exc:
@@ -542,7 +436,7 @@ class WorkerPool:
         self._after_task(worker, done)
         return _verdict(done, run.call.limits)
 
-    async def _broke(self, worker: _Worker, run: _Run) -> RunResult:
+    async def _broke(self, worker: Worker, run: _Run) -> RunResult:
         """A bad message kills at once; a hang-up is usually a death whose exit is on its way."""
         if worker.hung_up:
             grace = self._clock.monotonic_ms() + EOF_GRACE_MS
@@ -550,7 +444,7 @@ class WorkerPool:
                 return await self._died(worker, run)
         return await self._kill_for_protocol(worker, worker.problem)
 
-    async def _died(self, worker: _Worker, run: _Run) -> RunResult:
+    async def _died(self, worker: Worker, run: _Run) -> RunResult:
         """The worker ended during the task on its own: a crash, unless a limit explains it."""
         self._counts["replaced"] += 1
         returncode = await self._bury(worker)
@@ -563,7 +457,7 @@ class WorkerPool:
         return classify(returncode, limits=run.call.limits, cpu_ms=cpu_ms)
 
     async def _take_down(
-        self, worker: _Worker, run: _Run, first: asyncio.Future[None] | None
+        self, worker: Worker, run: _Run, first: asyncio.Future[None] | None
     ) -> RunResult:
         """The deadline passed or a stop came: SIGTERM, grace, SIGKILL, as for a command."""
         if first is None:
@@ -581,7 +475,7 @@ class WorkerPool:
             returncode, ending=ending, timeout_ms=run.call.timeout_ms, stop_reason=reason
         )
 
-    async def _kill_for_protocol(self, worker: _Worker, problem: str) -> RunResult:
+    async def _kill_for_protocol(self, worker: Worker, problem: str) -> RunResult:
         self._counts["protocol_errors"] += 1
         self._counts["replaced"] += 1
         log.warning("worker %d broke the protocol: %s; killed", worker.child.pid, problem)
@@ -593,7 +487,7 @@ class WorkerPool:
             f"worker broke the protocol: {problem}",
         )
 
-    def _after_task(self, worker: _Worker, done: _Done) -> None:
+    def _after_task(self, worker: Worker, done: _Done) -> None:
         worker.child.sink = OutputTail(0)  # between runs: counted, dropped
         worker.tasks += 1
         why = self._recycle_reason(worker, done)
@@ -604,7 +498,7 @@ class WorkerPool:
         self._counts["recycled"] += 1
         self._retire(worker)
 
-    def _recycle_reason(self, worker: _Worker, done: _Done) -> str | None:
+    def _recycle_reason(self, worker: Worker, done: _Done) -> str | None:
         s = self._settings
         if done.retire:
             return "it asked to retire (MemoryError, or a limit it could not restore)"
@@ -617,7 +511,7 @@ class WorkerPool:
 
     # --- getting a worker -----------------------------------------------------------------
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self) -> Worker:
         """An idle worker, a new one, or the next one freed; :class:`_StartFailed` if none."""
         while True:
             if self._closing.done():
@@ -628,14 +522,14 @@ class WorkerPool:
             # Spares still starting are for the runs already waiting, and then for us.
             if self._size() < self._settings.max_workers and self._spares() <= len(self._waiters):
                 worker = await self._await_ready(self._launch())
-                worker.state = _State.BUSY
+                worker.state = WorkerState.BUSY
                 return worker
             worker = await self._wait_for_worker()
             if worker is not None:
                 return worker
 
-    async def _wait_for_worker(self) -> _Worker | None:
-        waiter: asyncio.Future[_Worker | None] = asyncio.get_running_loop().create_future()
+    async def _wait_for_worker(self) -> Worker | None:
+        waiter: asyncio.Future[Worker | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             return await waiter
@@ -649,17 +543,17 @@ class WorkerPool:
                 self._wake_one()
             raise
 
-    def _pop_idle(self) -> _Worker | None:
+    def _pop_idle(self) -> Worker | None:
         while self._idle:
             worker = self._idle.pop()
             if worker.healthy:
-                worker.state = _State.BUSY
+                worker.state = WorkerState.BUSY
                 self._notify()
                 return worker
             self._lose(worker)
         return None
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: Worker) -> None:
         """A ready worker without a task: to the first waiting run, else idle."""
         if self._closing.done():
             self._retire(worker)
@@ -670,10 +564,10 @@ class WorkerPool:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                worker.state = _State.BUSY
+                worker.state = WorkerState.BUSY
                 waiter.set_result(worker)
                 return
-        worker.state = _State.IDLE
+        worker.state = WorkerState.IDLE
         worker.idle_since = self._clock.monotonic_ms()
         self._idle.append(worker)
         self._notify()
@@ -687,14 +581,14 @@ class WorkerPool:
                 return
 
     def _size(self) -> int:
-        return sum(1 for w in self._workers if w.state is not _State.LEAVING)
+        return sum(1 for w in self._workers if w.state is not WorkerState.LEAVING)
 
     def _spares(self) -> int:
-        return sum(1 for w in self._workers if w.state is _State.STARTING and w.spare)
+        return sum(1 for w in self._workers if w.state is WorkerState.STARTING and w.spare)
 
     # --- starting ---------------------------------------------------------------------------
 
-    def _launch(self) -> _Worker:
+    def _launch(self) -> Worker:
         """Start a worker process (synchronously, so it is counted at once)."""
         ours, theirs = socket.socketpair()
         python = self._settings.python
@@ -714,7 +608,7 @@ class WorkerPool:
         self._counts["spawned"] += 1
         startup = OutputTail(STARTUP_OUTPUT_BYTES)
         child.sink = startup
-        worker = _Worker(child, ours, startup)
+        worker = Worker(child, ours, startup)
         trouble = functools.partial(self._on_trouble, worker)
         child.exited.add_done_callback(trouble)
         worker.broken.add_done_callback(trouble)
@@ -722,7 +616,7 @@ class WorkerPool:
         self._none_left.clear()
         return worker
 
-    async def _await_ready(self, worker: _Worker) -> _Worker:
+    async def _await_ready(self, worker: Worker) -> Worker:
         """The worker once it said READY; otherwise it is buried and :class:`_StartFailed`."""
         try:
             problem = await self._handshake(worker)
@@ -739,7 +633,7 @@ class WorkerPool:
         message = f"{problem} ({_how_it_ended(returncode)})"
         raise _StartFailed(f"{message}; output: {output}" if output else message)
 
-    async def _handshake(self, worker: _Worker) -> str | None:
+    async def _handshake(self, worker: Worker) -> str | None:
         """Why the worker is not ready, or ``None`` once its READY came."""
         timeout = self._settings.start_timeout_ms
         deadline = self._clock.monotonic_ms() + timeout
@@ -776,7 +670,7 @@ class WorkerPool:
         worker.spare = True
         return self._background(self._spare_ready(worker))
 
-    async def _spare_ready(self, worker: _Worker) -> None:
+    async def _spare_ready(self, worker: Worker) -> None:
         try:
             await self._await_ready(worker)
         except _StartFailed as exc:
@@ -787,12 +681,12 @@ class WorkerPool:
 
     # --- leaving ----------------------------------------------------------------------------
 
-    def _on_trouble(self, worker: _Worker, _: asyncio.Future[None]) -> None:
+    def _on_trouble(self, worker: Worker, _: asyncio.Future[None]) -> None:
         """An exit or a broken channel; only idle workers are nobody else's business."""
-        if worker.state is _State.IDLE:
+        if worker.state is WorkerState.IDLE:
             self._lose(worker)
 
-    def _lose(self, worker: _Worker) -> None:
+    def _lose(self, worker: Worker) -> None:
         """An idle worker died or misbehaved: kill and reap it in the background."""
         self._leave(worker)
         self._counts["replaced"] += 1
@@ -803,24 +697,24 @@ class WorkerPool:
             log.warning("idle worker %d lost: %s", worker.child.pid, worker.problem or "exited")
         self._background(self._bury(worker))
 
-    def _retire(self, worker: _Worker) -> None:
+    def _retire(self, worker: Worker) -> None:
         self._leave(worker)
         self._background(self._retire_gracefully(worker))
 
-    def _leave(self, worker: _Worker) -> None:
-        worker.state = _State.LEAVING
+    def _leave(self, worker: Worker) -> None:
+        worker.state = WorkerState.LEAVING
         if worker in self._idle:
             self._idle.remove(worker)
         self._notify()
 
-    async def _retire_gracefully(self, worker: _Worker) -> None:
+    async def _retire_gracefully(self, worker: Worker) -> None:
         worker.hang_up()
         deadline = self._clock.monotonic_ms() + self._settings.retire_grace_ms
         if not await wait_until(self._clock, deadline, worker.child.exited):
             log.warning("worker %d did not exit when retired; killed", worker.child.pid)
         await self._bury(worker)
 
-    async def _bury(self, worker: _Worker) -> int:
+    async def _bury(self, worker: Worker) -> int:
         """SIGKILL whatever is left of the worker's group, reap it, forget it: its code.
 
         The last word on every worker. The group id stays pinned by the unreaped leader until
@@ -841,7 +735,7 @@ class WorkerPool:
             self._forget(worker)
         return worker.returncode
 
-    def _forget(self, worker: _Worker) -> None:
+    def _forget(self, worker: Worker) -> None:
         self._workers.discard(worker)
         if not self._workers:
             self._none_left.set()
