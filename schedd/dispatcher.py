@@ -28,8 +28,8 @@ due, so after each refill and each pass it tells the runner how many are due wit
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import Protocol, TypeVar
 
 from schedd.clock import Clock
 from schedd.events import FiringEvents
@@ -106,22 +106,10 @@ class Dispatcher:
         now = self._clock.wall_ms()
         until = now + self._horizon
         start = None if self._loaded_until is None else (self._loaded_until, 2**62)
-        after = start
-        while True:
-            page = await self._store.due_schedules(after=after, until_ms=until, limit=PAGE)
-            for due, sid, is_python in page:
-                self._arm_schedule(sid, due, is_python=is_python)
-            if len(page) < PAGE:
-                break
-            after = page[-1][:2]
-        after = start
-        while True:
-            retries = await self._store.due_retries(after=after, until_ms=until, limit=PAGE)
-            for due, fid in retries:
-                self._timer.arm(("r", fid), due)
-            if len(retries) < PAGE:
-                break
-            after = retries[-1]
+        async for due, sid, is_python in _pages(self._store.due_schedules, start, until):
+            self._arm_schedule(sid, due, is_python=is_python)
+        async for due, fid in _pages(self._store.due_retries, start, until):
+            self._timer.arm(("r", fid), due)
         self._loaded_until = max(until, self._loaded_until or until)
         self._timer.arm(REFILL, now + self._horizon // 2)
 
@@ -172,9 +160,7 @@ class Dispatcher:
         try:
             tickets = await self._store.dispatch(ids, planner)
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failed commit
-            log.error("committing %d due schedule(s) failed, retrying: %s", len(ids), exc)
-            for sid in ids:
-                self._timer.arm(("s", sid), now + RETRY_MS)
+            self._try_again("s", ids, now, exc)
             return
         for sid in ids:
             if sid not in rearm:
@@ -197,15 +183,35 @@ class Dispatcher:
         try:
             batch = await self._store.start_retries(firing_ids, now)
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failed commit
-            log.error("starting %d retry(ies) failed, trying again: %s", len(firing_ids), exc)
-            for fid in firing_ids:
-                self._timer.arm(("r", fid), now + RETRY_MS)
+            self._try_again("r", firing_ids, now, exc)
             return
         for due, fid in batch.not_due:  # the wall clock is behind: never early
             self._timer.arm(("r", fid), due)
         for ticket in batch.tickets:
             self._runner.submit(ticket)
             self._events.changed(ticket.key, ticket.schedule)
+
+    def _try_again(self, kind: str, ids: list[int], now: int, exc: Exception) -> None:
+        """A commit failed (disk full, I/O error): nothing started; re-arm the handles."""
+        log.error("committing %d %r handle(s) failed, retrying: %s", len(ids), kind, exc)
+        for i in ids:
+            self._timer.arm((kind, i), now + RETRY_MS)
+
+
+_Row = TypeVar("_Row", bound=tuple[int, ...])
+
+
+async def _pages(
+    fetch: Callable[..., Awaitable[list[_Row]]], after: tuple[int, int] | None, until: int
+) -> AsyncIterator[_Row]:
+    """Every row of a ``(due, id, ...)`` index read due by ``until``, page by short page."""
+    while True:
+        page = await fetch(after=after, until_ms=until, limit=PAGE)
+        for row in page:
+            yield row
+        if len(page) < PAGE:
+            return
+        after = (page[-1][0], page[-1][1])
 
 
 def _ids(keys: list[Hashable], kind: str) -> list[int]:
