@@ -14,6 +14,10 @@ Start-up order carries the guarantees:
 Shutdown (SIGTERM/SIGINT): stop producing firings first, then give running tasks
 ``[daemon] shutdown_grace`` to finish, kill what remains, close the socket and the store, exit 0.
 Signal handlers only set an event; the main coroutine acts on it.
+
+SIGHUP reloads the config (:mod:`schedd.reload`), exactly as ``schedctl reload`` does, bracketed
+by ``RELOADING=1``/``READY=1``. Its handler is installed first thing, so a SIGHUP that arrives
+while the daemon is still starting is acted on once it is ready instead of killing it.
 """
 
 from __future__ import annotations
@@ -23,19 +27,24 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from functools import partial
+from pathlib import Path
 
 from schedd import __version__
+from schedd.admin.access import Access
 from schedd.admin.ops import AdminOps, DaemonView
 from schedd.admin.server import AdminServer
 from schedd.attempt import Attempts
 from schedd.clock import Clock
 from schedd.config import Config
 from schedd.dispatcher import Dispatcher
+from schedd.errors import ScheddError
 from schedd.events import FiringEvents
 from schedd.hooks import Hooks
 from schedd.planner import initial_marks
 from schedd.ratelimit import Budgets
+from schedd.reload import Reloader, describe
 from schedd.runner import Runner
 from schedd.sdnotify import Notifier
 from schedd.statelock import StateLock
@@ -56,10 +65,12 @@ HOOK_GRACE_MS = 10_000
 async def serve(config: Config, clock: Clock, *, notifier: Notifier | None = None) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     notifier = notifier or Notifier()
-    stop = asyncio.Event()
+    stop, hup = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Installed before anything else: SIGHUP's default action would kill a daemon still starting.
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
 
     lock = StateLock(config.store.path.with_name(config.store.path.name + ".lock"))
     lock.acquire()
@@ -70,63 +81,34 @@ async def serve(config: Config, clock: Clock, *, notifier: Notifier | None = Non
     )
     try:
         await store.open()
-        await _run(config, clock, store, notifier, stop)
+        await _run(config, clock, store, notifier, stop, hup)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await store.close()
         lock.release()
 
 
 async def _run(
-    config: Config, clock: Clock, store: SqliteStore, notifier: Notifier, stop: asyncio.Event
+    config: Config,
+    clock: Clock,
+    store: SqliteStore,
+    notifier: Notifier,
+    stop: asyncio.Event,
+    hup: asyncio.Event,
 ) -> None:
     started_wall, started_mono = clock.wall_ms(), clock.monotonic_ms()
-    lost = await store.recover(started_wall)
-    for run in lost:
-        if run.process is None:
-            continue
-        ident = ProcessIdentity(run.process.pid, run.process.pgid, run.process.start_ticks)
-        if kill_group_if_ours(ident):
-            log.warning(
-                "killed the leftover process group %d of %s before re-running it",
-                run.process.pgid,
-                run.key,
-            )
-    if lost:
-        log.warning("recovered %d run(s) in flight at the last stop; re-running them", len(lost))
+    await _recover(store, started_wall)
 
     summary = await store.reconcile(
         config.schedules, initial=partial(initial_marks, now_ms=started_wall), now_ms=started_wall
     )
-    log.info(
-        "config %s: %d schedule(s) added, %d changed, %d removed, %d unchanged",
-        config.path,
-        len(summary.added),
-        len(summary.changed),
-        len(summary.removed),
-        summary.unchanged,
-    )
+    log.info("config %s: %s", config.path, describe(summary))
 
     events = FiringEvents(clock)
     workers = config.workers
     launcher = LimitedLauncher()
-    pool = WorkerPool(
-        PoolSettings(
-            python=workers.python,
-            pythonpath=workers.pythonpath,
-            env=build_env(inherited=os.environ, allow=workers.env_allow, task_env={}, firing={}),
-            cwd=str(config.daemon.state_dir),
-            min_workers=workers.min,
-            max_workers=workers.max,
-            max_tasks_per_worker=workers.max_tasks_per_worker,
-            max_worker_rss_bytes=workers.max_worker_rss_bytes,
-            start_timeout_ms=workers.start_timeout_ms,
-            idle_timeout_ms=workers.idle_timeout_ms,
-            output_tail_bytes=workers.output_tail_bytes,
-        ),
-        clock,
-    )
+    pool = _pool(config, clock)
     hooks = Hooks(clock, launcher, inherited_env=os.environ, env_allow=workers.env_allow)
     budgets = Budgets(
         {n: t.retry_budget for n, t in config.tenants.items() if t.retry_budget is not None},
@@ -149,23 +131,26 @@ async def _run(
     dispatcher = Dispatcher(store, timer, runner, events, clock, horizon_ms=config.store.horizon_ms)
     attempts.on_retry = dispatcher.retry_scheduled
     resumed = await _resume(store, runner)
+    reloader = Reloader(config, store, dispatcher, clock)
     view = DaemonView(
-        config, store, timer, runner, dispatcher, events, clock, started_wall, started_mono
+        config,
+        store,
+        timer,
+        runner,
+        dispatcher,
+        events,
+        clock,
+        started_wall,
+        started_mono,
+        reloader,
+        node_identity(),
     )
-    server = AdminServer(
-        config.admin.socket,
-        AdminOps(view).handle,
-        mode=config.admin.mode,
-        group=config.admin.group,
-        max_request_bytes=config.admin.max_request_bytes,
-        idle_timeout_ms=config.admin.idle_timeout_ms,
-        max_connections=config.admin.max_connections,
-        clock=clock,
-    )
+    server = _admin_server(view)
     await server.start()
     await pool.start()
     runner.start()
     dispatch_task = asyncio.create_task(dispatcher.run(), name="schedd-dispatch")
+    hup_task = asyncio.create_task(_reload_on_hup(hup, reloader, notifier), name="schedd-sighup")
     notifier.notify("READY=1", f"STATUS=serving {config.path} ({resumed} firing(s) resumed)")
     log.info(
         "schedd %s ready: pid %d, store %s, socket %s",
@@ -183,14 +168,98 @@ async def _run(
     finally:
         notifier.notify("STOPPING=1")
         log.info("stopping: no new firings; letting running tasks finish")
-        dispatch_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatch_task
+        for task in (hup_task, dispatch_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await runner.stop(config.daemon.shutdown_grace_ms)
         await hooks.close(HOOK_GRACE_MS)
         await pool.close()
         await server.close()
         log.info("stopped")
+
+
+async def _recover(store: SqliteStore, now_ms: int) -> None:
+    """Close the runs a crash left open and kill what is left of their processes."""
+    lost = await store.recover(now_ms)
+    for run in lost:
+        if run.process is None:
+            continue
+        ident = ProcessIdentity(run.process.pid, run.process.pgid, run.process.start_ticks)
+        if kill_group_if_ours(ident):
+            log.warning(
+                "killed the leftover process group %d of %s before re-running it",
+                run.process.pgid,
+                run.key,
+            )
+    if lost:
+        log.warning("recovered %d run(s) in flight at the last stop; re-running them", len(lost))
+
+
+def _pool(config: Config, clock: Clock) -> WorkerPool:
+    workers = config.workers
+    return WorkerPool(
+        PoolSettings(
+            python=workers.python,
+            pythonpath=workers.pythonpath,
+            env=build_env(inherited=os.environ, allow=workers.env_allow, task_env={}, firing={}),
+            cwd=str(config.daemon.state_dir),
+            min_workers=workers.min,
+            max_workers=workers.max,
+            max_tasks_per_worker=workers.max_tasks_per_worker,
+            max_worker_rss_bytes=workers.max_worker_rss_bytes,
+            start_timeout_ms=workers.start_timeout_ms,
+            idle_timeout_ms=workers.idle_timeout_ms,
+            output_tail_bytes=workers.output_tail_bytes,
+        ),
+        clock,
+    )
+
+
+def _admin_server(view: DaemonView) -> AdminServer:
+    """The socket, its operations, and who may use them; a reload re-reads who may."""
+    config, clock, uid = view.config, view.clock, os.getuid()
+    ops = AdminOps(view, Access.from_config(config.admin, daemon_uid=uid, clock=clock))
+
+    def config_changed(new: Config) -> None:
+        view.config = new
+        ops.access = Access.from_config(new.admin, daemon_uid=uid, clock=clock)
+
+    view.reloader.on_config = config_changed
+    admin = config.admin
+    return AdminServer(
+        admin.socket,
+        ops.handle,
+        mode=admin.mode,
+        group=admin.group,
+        max_request_bytes=admin.max_request_bytes,
+        idle_timeout_ms=admin.idle_timeout_ms,
+        max_connections=admin.max_connections,
+        clock=clock,
+    )
+
+
+async def _reload_on_hup(hup: asyncio.Event, reloader: Reloader, notifier: Notifier) -> None:
+    """SIGHUP reloads like ``schedctl reload``; a bad file is logged and changes nothing."""
+    while True:
+        await hup.wait()
+        hup.clear()
+        notifier.notify("RELOADING=1")
+        try:
+            await reloader.reload()
+        except ScheddError as exc:
+            log.error("reload on SIGHUP failed; still running the previous config:\n%s", exc)
+        finally:
+            notifier.notify("READY=1")
+
+
+def node_identity() -> dict[str, str | None]:
+    """Which host answered: a status line copied into a ticket must say where it came from."""
+    try:
+        machine_id: str | None = Path("/etc/machine-id").read_text().strip() or None
+    except OSError:
+        machine_id = None
+    return {"hostname": socket.gethostname(), "machine_id": machine_id}
 
 
 async def _resume(store: SqliteStore, runner: Runner) -> int:

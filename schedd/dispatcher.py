@@ -118,13 +118,21 @@ class Dispatcher:
         if self._loaded_until is not None and retry_at_ms <= self._loaded_until:
             self._timer.arm(("r", firing_id), retry_at_ms)
 
-    def schedule_moved(self, schedule_id: int, next_due_ms: int | None) -> None:
-        """A schedule's next due time changed outside the dispatcher (admin, reload)."""
-        if next_due_ms is None:
-            self._timer.cancel(("s", schedule_id))
-            self._python_due.pop(schedule_id, None)
-        elif self._loaded_until is not None and next_due_ms <= self._loaded_until:
-            self._arm_schedule(schedule_id, next_due_ms, is_python=schedule_id in self._python_due)
+    def schedule_moved(self, schedule_id: int, next_due_ms: int | None, *, is_python: bool) -> None:
+        """A schedule was added, changed, paused, resumed or removed outside the dispatcher
+        (admin, reload); ``None``: it has nothing to fire (paused, removed, finished).
+
+        A handle left behind is harmless (the transaction re-reads the row and re-arms at its
+        real due time), but a missing or late one would fire late, so every change calls this.
+        """
+        self._timer.cancel(("s", schedule_id))
+        self._python_due.pop(schedule_id, None)
+        if (
+            next_due_ms is not None
+            and self._loaded_until is not None
+            and next_due_ms <= self._loaded_until
+        ):
+            self._arm_schedule(schedule_id, next_due_ms, is_python=is_python)
 
     def _arm_schedule(self, schedule_id: int, due_ms: int, *, is_python: bool) -> None:
         self._timer.arm(("s", schedule_id), due_ms)

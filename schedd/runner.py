@@ -11,6 +11,11 @@ schedule whose previous run is still going is *parked* (it holds no slot) until 
 and for ``replace`` the running attempt is first asked to stop (SIGTERM, grace, SIGKILL; its
 firing ends ``cancelled``, "replaced by <key>"). ``allow`` runs side by side.
 
+**Removal**: an operator may cancel committed firings (``firings remove``) that already sit in
+the queue. The store's state change is the truth, but the runner must not even spawn them:
+:meth:`discard` marks the pending ones and a slot drops them when it takes them. Only ids still
+pending are remembered, so the set stays bounded by the queue.
+
 Shutdown is two-phased: ``stop`` first stops taking tickets (committed-but-unstarted and parked
 firings stay in the store and are resumed at the next start), lets running tasks finish within
 the grace, then cancels the rest, which kills their process groups. A run cut short this way is
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from schedd.aio import wait_first
 from schedd.attempt import Attempts
@@ -61,6 +67,10 @@ class Runner:
         #: schedule id -> {firing id: its stop request} for attempts in flight.
         self._running: defaultdict[int, dict[int, asyncio.Future[str]]] = defaultdict(dict)
         self._parked: defaultdict[int, list[Ticket]] = defaultdict(list)
+        #: Firing ids given to :meth:`submit` and not started yet (queued or parked).
+        self._pending: set[int] = set()
+        #: Pending firings an operator removed (``firings remove``): dropped, never started.
+        self._discarded: set[int] = set()
         self._slots: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -70,7 +80,12 @@ class Runner:
     def submit(self, ticket: Ticket) -> None:
         if ticket.schedule_id is not None:
             self._active[ticket.schedule_id] += 1
+        self._pending.add(ticket.firing_id)
         self._queue.put_nowait(ticket)
+
+    def discard(self, firing_ids: Iterable[int]) -> None:
+        """These firings were cancelled in the store: drop them if they have not started."""
+        self._discarded.update(i for i in firing_ids if i in self._pending)
 
     def active_count(self, schedule_id: int) -> int:
         """Firings of this schedule committed (queued, parked) or running here."""
@@ -152,11 +167,17 @@ class Runner:
 
     async def _run_one(self, ticket: Ticket) -> bool:
         """Run the ticket's attempt; False if it was parked behind a running one instead."""
+        if not self._claim(ticket):
+            return True
         payload = await self._payload(ticket)
-        if payload is None:
+        if payload is None:  # it is dead now, and never starts
+            self._pending.discard(ticket.firing_id)
+            return True
+        if not self._claim(ticket):
             return True
         sid = ticket.schedule_id
         if sid is None or payload.policies.overlap not in _SERIAL:
+            self._pending.discard(ticket.firing_id)
             await self._attempts.run(ticket, payload, None)
             return True
         running = self._running[sid]
@@ -167,6 +188,7 @@ class Runner:
                         request.set_result(f"replaced by {ticket.key}")
             self._parked[sid].append(ticket)
             return False
+        self._pending.discard(ticket.firing_id)
         stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         running[ticket.firing_id] = stop
         try:
@@ -179,6 +201,15 @@ class Runner:
                 for waiting in parked:
                     self._queue.put_nowait(waiting)
         return True
+
+    def _claim(self, ticket: Ticket) -> bool:
+        """False if an operator removed the firing while it waited (it is dropped, unstarted)."""
+        if ticket.firing_id not in self._discarded:
+            return True
+        self._discarded.discard(ticket.firing_id)
+        self._pending.discard(ticket.firing_id)
+        log.info("firing %s was removed by an operator before it started", ticket.key)
+        return False
 
     async def _payload(self, ticket: Ticket) -> RunPayload | None:
         try:

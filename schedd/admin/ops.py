@@ -6,50 +6,62 @@ RFC 3339 strings with milliseconds (``*_at``) and durations as integer milliseco
 
 Reads go to the store's reader connection, so they never wait behind a commit; ``wait`` blocks on
 change events, not by polling.
+
+**Who may do what** is decided here, per request, from the peer's ``SO_PEERCRED`` uid and groups
+(:mod:`schedd.admin.access`): a stranger is refused every operation, a reader every operation
+that changes state (``OpSpec.mutates``), and each state change is logged with the peer's uid and
+pid before it runs. The check comes before argument validation, so a stranger learns nothing,
+not even which operations exist. The operations themselves live by topic: ``schedules`` (changes),
+``adhoc`` (submit), ``backlog`` (backlog, firings.remove), ``dlq``; reads and ``reload`` here.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from schedd import __version__
-from schedd.admin import dlq
+from schedd.admin import adhoc, backlog, dlq, schedules
+from schedd.admin.access import Access, Role
 from schedd.admin.protocol import Peer, Request, check_args
 from schedd.admin.views import (
     MAX_PAGE,
     at,
     firing_json,
     int_arg,
+    opt_str_arg,
     run_json,
     schedule_json,
     str_arg,
+    time_arg,
     zone_of,
 )
 from schedd.clock import Clock
 from schedd.config import Config
 from schedd.dispatcher import Dispatcher
-from schedd.errors import InvalidArgument, NotFound
+from schedd.errors import InvalidArgument, NotFound, PermissionDenied
 from schedd.events import FiringEvents
 from schedd.keys import format_instant
-from schedd.model import (
-    FINAL_STATES,
-    FiringState,
-    policies_to_json,
-    task_to_json,
-)
+from schedd.model import FINAL_STATES, FiringState, RunOutcome
+from schedd.reload import Reloader
 from schedd.runner import Runner
 from schedd.store.contract import Store
-from schedd.store.records import FiringRecord
+from schedd.store.records import FiringRecord, LaneDepth
 from schedd.timer import Timer
 from schedd.triggers import make_trigger, occurrences
 from schedd.workers.pool import PoolStats
 
+log = logging.getLogger("schedd.admin")
+
 MAX_WAIT_MS = 3_600_000
+#: What a run's ``state`` may be: running, or how it ended.
+DEFAULT_LANE = "default"
+RUN_STATES = ("running", *(o.value for o in RunOutcome))
 
 
 @dataclass
@@ -65,32 +77,67 @@ class DaemonView:
     clock: Clock
     started_wall_ms: int
     started_mono_ms: int
+    reloader: Reloader
+    #: ``hostname`` and ``machine_id``: which host's scheduler answered (read once at start).
+    node: Mapping[str, str | None] = field(default_factory=dict)
 
 
 Op = Callable[["AdminOps", Mapping[str, Any]], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class OpSpec:
+    required: frozenset[str]
+    optional: frozenset[str]
+    fn: Op
+    #: Changes state: operators only, and logged with the peer's uid and pid.
+    mutates: bool = False
+
+
 class AdminOps:
-    def __init__(self, view: DaemonView) -> None:
+    """Dispatches requests to operations after checking who asks (SO_PEERCRED, [admin])."""
+
+    def __init__(self, view: DaemonView, access: Access) -> None:
         self.v = view
+        self.access = access
 
     async def handle(self, request: Request, peer: Peer) -> Any:
-        entry = _OPS.get(request.op)
-        if entry is None:
+        role = self.access.role(peer)
+        if role is None:
+            raise PermissionDenied(
+                f"uid {peer.uid} may not use this schedd: add the user or one of its groups to"
+                " [admin] readers or operators"
+            )
+        spec = _OPS.get(request.op)
+        if spec is None:
             known = ", ".join(sorted(_OPS))
             raise InvalidArgument(f"op: unknown operation {request.op!r} (known: {known})")
-        required, optional, fn = entry
-        check_args(request.args, required=required, optional=optional)
-        return await fn(self, request.args)
+        if spec.mutates and role is not Role.OPERATOR:
+            raise PermissionDenied(
+                f"{request.op} changes state and uid {peer.uid} is a reader: add the user or"
+                " one of its groups to [admin] operators"
+            )
+        check_args(request.args, required=spec.required, optional=spec.optional)
+        if spec.mutates:
+            log.info(
+                "admin %s by uid=%d pid=%d args=%s",
+                request.op,
+                peer.uid,
+                peer.pid,
+                ",".join(sorted(request.args)) or "-",
+            )
+        return await spec.fn(self, request.args)
 
     async def status(self, args: Mapping[str, Any]) -> Any:
         v = self.v
         info = await v.store.info()
         now = v.clock.wall_ms()
+        pool = v.runner.pool.stats()
         jumps = v.timer.jumps
         return {
             "version": __version__,
             "pid": os.getpid(),
+            "node": dict(v.node),
             "started_at": format_instant(v.started_wall_ms),
             "uptime_ms": v.clock.monotonic_ms() - v.started_mono_ms,
             "now": format_instant(now),
@@ -106,10 +153,12 @@ class AdminOps:
             "schedules": await v.store.count_schedules(),
             "wheel": {"handles": len(v.timer)},
             "queue": {"ready": v.runner.queued, "running": v.runner.busy},
+            "lanes": _lanes_json(await v.store.lanes(), now),
             "workers": {
                 "max": v.runner.capacity,
+                "alive": pool.size,
                 "busy": v.runner.busy,
-                "python": _pool_json(v.runner.pool.stats()),
+                "python": _pool_json(pool),
             },
             "firings": {
                 "unfinished": await v.store.count_firings(
@@ -148,10 +197,8 @@ class AdminOps:
         if rec.next_fire_ms is not None and count:
             upcoming = [rec.next_fire_ms]
             upcoming += occurrences(make_trigger(spec.trigger), rec.next_fire_ms, count - 1)
-        out = schedule_json(rec)
+        out = schedules.full_json(rec)
         out.update(
-            task=task_to_json(spec.task),
-            policies=policies_to_json(spec.policies),
             jitter_ms=(rec.next_due_ms - rec.next_fire_ms)
             if rec.next_due_ms is not None and rec.next_fire_ms is not None
             else None,
@@ -169,13 +216,14 @@ class AdminOps:
 
     async def runs_list(self, args: Mapping[str, Any]) -> Any:
         limit = int_arg(args, "limit", 50, 1, MAX_PAGE)
-        before = args.get("before")
-        if before is not None:
-            before = int_arg(args, "before", 0, 1, 2**62)
-        schedule = args.get("schedule")
-        if schedule is not None:
-            schedule = str_arg(args, "schedule")
-        runs = await self.v.store.list_runs(schedule=schedule, limit=limit, before_id=before)
+        runs = await self.v.store.list_runs(
+            schedule=opt_str_arg(args, "schedule"),
+            limit=limit,
+            before_id=int_arg(args, "before", 0, 1, 2**62) if "before" in args else None,
+            states=_run_states(args),
+            since_ms=time_arg(args, "since") if "since" in args else None,
+            key=opt_str_arg(args, "key"),
+        )
         return {
             "runs": [run_json(r) for r in runs],
             "next": runs[-1].id if len(runs) == limit else None,
@@ -223,6 +271,45 @@ class AdminOps:
         done = await self.v.events.wait_until(None, schedule, enough, deadline_mono_ms=deadline)
         return {"done": done, "finished": got["n"]}
 
+    async def reload(self, args: Mapping[str, Any]) -> Any:
+        report = await self.v.reloader.reload()
+        s = report.summary
+        return {
+            "config": {"path": str(report.config.path), "sha256": report.config.sha256},
+            "added": list(s.added),
+            "changed": list(s.changed),
+            "removed": list(s.removed),
+            "unchanged": s.unchanged,
+            "restart_required": list(report.restart_required),
+        }
+
+
+def _lanes_json(depths: list[LaneDepth], now: int) -> dict[str, Any]:
+    """Queue depth and lag per lane; ``default`` is always listed, so an idle daemon says 0."""
+    idle = {"ready": 0, "running": 0, "oldest_ready_at": None, "lag_ms": None}
+    lanes: dict[str, Any] = {DEFAULT_LANE: idle}
+    for d in depths:
+        lanes[d.lane] = {
+            "ready": d.ready,
+            "running": d.running,
+            "oldest_ready_at": at(d.oldest_ready_due_ms),
+            "lag_ms": None
+            if d.oldest_ready_due_ms is None
+            else max(0, now - d.oldest_ready_due_ms),
+        }
+    return lanes
+
+
+def _run_states(args: Mapping[str, Any]) -> list[str] | None:
+    raw = args.get("states")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or any(s not in RUN_STATES for s in raw):
+        raise InvalidArgument(
+            f"states: expected a non-empty list of {', '.join(RUN_STATES)}; got {raw!r}"
+        )
+    return list(dict.fromkeys(raw))
+
 
 def _pool_json(stats: PoolStats) -> dict[str, Any]:
     return {
@@ -252,20 +339,30 @@ def _states_arg(args: Mapping[str, Any]) -> frozenset[FiringState]:
         raise InvalidArgument(f"states: unknown state in {raw!r} (valid: {valid})") from None
 
 
-_OPS: dict[str, tuple[set[str], set[str], Op]] = {
-    "status": (set(), set(), AdminOps.status),
-    "schedules.list": (set(), {"limit", "after"}, AdminOps.schedules_list),
-    "schedules.show": ({"name"}, {"next"}, AdminOps.schedules_show),
-    "runs.list": (set(), {"schedule", "limit", "before"}, AdminOps.runs_list),
-    "runs.show": ({"id"}, set(), AdminOps.runs_show),
-    "firings.show": ({"key"}, set(), AdminOps.firings_show),
-    "wait": (
-        set(),
-        {"key", "schedule", "states", "count", "timeout_ms", "min_attempt"},
-        AdminOps.wait,
-    ),
-    "dlq.list": (set(), {"schedule", "limit", "before"}, dlq.list_dead),
-    "dlq.show": (set(), {"id", "key"}, dlq.show),
-    "dlq.retry": (set(), {"id", "key"}, dlq.retry),
-    "dlq.purge": (set(), {"id", "key", "all", "older_than_ms"}, dlq.purge),
+def _op(fn: Op, required: str = "", optional: str = "", *, mutates: bool = False) -> OpSpec:
+    return OpSpec(frozenset(required.split()), frozenset(optional.split()), fn, mutates)
+
+
+_OPS: dict[str, OpSpec] = {
+    "status": _op(AdminOps.status),
+    "schedules.list": _op(AdminOps.schedules_list, optional="limit after"),
+    "schedules.show": _op(AdminOps.schedules_show, "name", "next"),
+    "schedules.add": _op(schedules.add, "name spec", "paused", mutates=True),
+    "schedules.remove": _op(schedules.remove, "name", mutates=True),
+    "schedules.pause": _op(schedules.pause, "name", mutates=True),
+    "schedules.resume": _op(schedules.resume, "name", mutates=True),
+    "schedules.trigger": _op(schedules.trigger, "name", "key", mutates=True),
+    "schedules.backfill": _op(schedules.backfill, "name from to", "dry_run", mutates=True),
+    "submit": _op(adhoc.submit, "task", "key at lane", mutates=True),
+    "runs.list": _op(AdminOps.runs_list, optional="schedule limit before states since key"),
+    "runs.show": _op(AdminOps.runs_show, "id"),
+    "firings.show": _op(AdminOps.firings_show, "key"),
+    "firings.remove": _op(backlog.remove, "schedule", "match states dry_run limit", mutates=True),
+    "backlog": _op(backlog.backlog, optional="schedule top"),
+    "wait": _op(AdminOps.wait, optional="key schedule states count timeout_ms min_attempt"),
+    "dlq.list": _op(dlq.list_dead, optional="schedule limit before"),
+    "dlq.show": _op(dlq.show, optional="id key"),
+    "dlq.retry": _op(dlq.retry, optional="id key", mutates=True),
+    "dlq.purge": _op(dlq.purge, optional="id key all older_than_ms", mutates=True),
+    "reload": _op(AdminOps.reload, mutates=True),
 }

@@ -1,9 +1,9 @@
 """The admin socket: a Unix stream server speaking newline-delimited JSON.
 
-This module owns the transport only — framing, limits, peer credentials, timeouts, the socket
-file — and hands each decoded :class:`~schedd.admin.protocol.Request` with its
-:class:`~schedd.admin.protocol.Peer` to one handler coroutine. Authorization and the operations
-live behind that handler (``schedd.admin.ops``).
+This module owns the socket's lifecycle — the socket file, accepting, the connection cap,
+shutting down — and hands each accepted connection to :class:`~schedd.admin.connection.Connection`,
+which owns framing, limits and answering (see that module). Authorization and the operations live
+behind the handler (``schedd.admin.ops``).
 
 The socket file
     ``start()`` never steals a live socket and never leaves one more open than ``mode``. An
@@ -14,37 +14,18 @@ The socket file
     instant can anyone outside the final owner/group connect. ``close()`` unlinks the file only
     if it still has the inode we bound: a second daemon that replaced it keeps its socket.
 
-One connection, in order
-    Each connection is one task that reads a line, answers it, and reads the next, so answers
-    come back in request order and a client can pipeline. While a handler runs, the connection
-    keeps reading ahead one line, which is how it notices the client leaving:
+Connections
+    One connection is accepted per turn of the event loop, never a batch. The loop also runs the
+    dispatcher, and every hop of a firing (timer, commit, spawn) waits for one full turn: with
+    asyncio's own server, which accepts up to a whole listen queue (100) in one callback, five
+    clients opening and closing connections in a tight loop made a 200 ms schedule start up to
+    a second late and skip occurrences (``tests/integration/test_admin_safety.py``). Paced like
+    this, a flood waits in the kernel's listen queue instead of in front of the scheduler.
 
-    * the client closed its socket (``close()``; the kernel reports ``POLLHUP``): the handler
-      is cancelled — a ``wait`` for a vanished client must not hold a slot for an hour;
-    * the client only shut down its sending side (``shutdown(SHUT_WR)``, what ``socat`` does at
-      the end of its input): the requests already received are still answered, then the
-      connection closes. This is what makes ``echo '{"op": "status"}' | socat - UNIX:…`` work.
-
-Limits
-    * ``max_request_bytes`` caps a line (not counting its newline). A longer line is answered
-      with ``too_large`` and the connection is **closed**: once the reader has thrown away part
-      of a line, the rest of it cannot be told apart from the next request, so resynchronising
-      would execute the tail of an oversized request as if it were one (reliability-plan §2.1).
-      The stream reader stops buffering at about twice the cap, so a 1 GB line costs no memory.
-    * ``idle_timeout_ms``: a connection must deliver a complete request within this long after
-      connecting or after its previous answer, else it is closed silently. Partial bytes do not
-      reset the timer (a client trickling one byte a second is still idle), and no timer runs
-      while a request is being handled, so a slow ``wait`` is never cut off. A client that does
-      not read its answer within the same time is dropped too.
-    * ``max_connections``: one more gets a single ``unavailable`` line and is closed at once.
-    All timers go through the injected :class:`~schedd.clock.Clock`.
-
-Errors
-    A line that fails to decode gets an ``invalid_argument`` answer (with its id when one could
-    be read) and the connection stays usable. A handler's ``ScheddError`` becomes an answer with
-    its code; any other exception is logged with its traceback on ``schedd.admin`` and answered
-    ``internal`` — never a dead connection task, never a dead server. Requests in flight when
-    the server closes get ``unavailable`` ("shutting down") before their connection closes.
+    ``max_connections``: one more gets a single ``unavailable`` line and is closed at once. A
+    connection task that fails is logged with its traceback on ``schedd.admin`` — never a dead
+    server. ``close()`` cancels every connection, so requests in flight get ``unavailable``
+    ("shutting down") before their connection closes.
 """
 
 from __future__ import annotations
@@ -55,38 +36,23 @@ import errno
 import grp
 import logging
 import os
-import select
 import socket
 import stat
-import struct
-from asyncio.trsock import TransportSocket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self
 
 from schedd import errors
-from schedd.admin.protocol import (
-    Peer,
-    Request,
-    decode_request,
-    decode_request_id,
-    encode_response_error,
-    encode_response_ok,
-)
+from schedd.admin.connection import Connection, Handler
+from schedd.admin.protocol import encode_response_error
 from schedd.clock import Clock
-
-Handler = Callable[[Request, Peer], Awaitable[Any]]
 
 log = logging.getLogger("schedd.admin")
 
 #: sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
-_PEERCRED = struct.Struct("3i")
-_NEWLINE = b"\n"
-INTERNAL_MESSAGE = "internal error; see the daemon log"
-
-_T = TypeVar("_T")
+#: The kernel's listen queue: clients beyond it wait in connect() (or get EAGAIN if non-blocking).
+_BACKLOG = 100
 
 
 class AdminServer:
@@ -114,7 +80,8 @@ class AdminServer:
         self._idle_timeout_ms = idle_timeout_ms
         self._max_connections = max_connections
         self._clock = clock
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._inode: tuple[int, int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Connections holding a slot (max_connections); each is released exactly once.
@@ -125,7 +92,7 @@ class AdminServer:
         return self._path
 
     async def start(self) -> None:
-        if self._server is not None:
+        if self._acceptor is not None:
             raise RuntimeError("AdminServer.start() called twice")
         gid = _resolve_group(self._group)
         _check_path_length(self._path)
@@ -134,35 +101,35 @@ class AdminServer:
         st = os.stat(self._path)
         self._inode = (st.st_dev, st.st_ino)
         try:
-            self._server = await asyncio.start_unix_server(
-                self._accept, sock=sock, limit=self._max_request_bytes
-            )
-        except BaseException:
+            sock.listen(_BACKLOG)
+        except OSError as exc:
             sock.close()
             self._unlink_if_ours()
-            raise
+            raise errors.Unavailable(f"cannot listen on {self._path}: {exc.strerror}") from None
+        sock.setblocking(False)
+        self._listener = sock
+        self._acceptor = asyncio.create_task(self._accept_loop(sock))
         log.info("admin socket listening on %s (mode %#o)", self._path, self._mode)
 
     async def close(self) -> None:
         """Stop accepting, interrupt requests in flight, close every connection, remove the file.
 
-        One gap, in asyncio rather than here: a connection asyncio accepted from the kernel but
-        had not yet handed over when the listening socket closed fails its transport creation
-        (CPython 3.11 asserts in ``Server._attach``, logged only in debug mode) and its socket is
-        closed only when garbage-collected. The daemon is exiting by then.
+        Clients still in the kernel's listen queue are reset when the listening socket closes.
         """
-        server, self._server = self._server, None
-        if server is None:
+        acceptor, listener = self._acceptor, self._listener
+        self._acceptor = self._listener = None
+        if acceptor is None or listener is None:
             return
         # Unlink while still bound: our listening socket pins the inode, so an equal inode
         # number really is our file and not a newer one that reused the number.
         self._unlink_if_ours()
-        server.close()
+        acceptor.cancel()
+        await asyncio.gather(acceptor, return_exceptions=True)
+        listener.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -185,9 +152,30 @@ class AdminServer:
                 os.unlink(self._path)
         self._inode = None
 
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept one connection per turn of the event loop (module docstring: "Connections")."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                # EMFILE and friends: the connection waits in the listen queue meanwhile.
+                log.error("admin socket cannot accept (%s); retrying in 1s", exc)
+                await self._clock.sleep_until(self._clock.monotonic_ms() + 1000)
+                continue
+            try:
+                reader, writer = await asyncio.open_unix_connection(
+                    sock=conn, limit=self._max_request_bytes
+                )
+            except OSError:
+                conn.close()  # the client is already gone
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            self._accept(reader, writer)
+
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A plain callback that creates our own task: asyncio's wrapper task for a coroutine
-        # callback reports cancellation (our close()) as an error in a done-callback.
         if len(self._writers) >= self._max_connections:
             log.warning("admin connection refused: %d connections open", len(self._writers))
             busy = errors.Unavailable(
@@ -217,7 +205,7 @@ class AdminServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            connection = _Connection(
+            connection = Connection(
                 reader,
                 writer,
                 self._handler,
@@ -234,177 +222,6 @@ class AdminServer:
             self._release(writer)
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-
-
-class _Connection:
-    """One client: read a line, answer it, repeat (module docstring: "One connection")."""
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        handler: Handler,
-        clock: Clock,
-        idle_timeout_ms: int,
-        max_request_bytes: int,
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._handler = handler
-        self._clock = clock
-        self._idle_timeout_ms = idle_timeout_ms
-        self._limit = max_request_bytes
-        self._sock: TransportSocket = writer.get_extra_info("socket")
-        pid, uid, gid = _PEERCRED.unpack(
-            self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        )
-        self._peer = Peer(pid=pid, uid=uid, gid=gid)
-        #: The next line, read ahead while a handler runs; None when no read is pending.
-        self._ahead: asyncio.Task[bytes] | None = None
-
-    async def serve(self) -> None:
-        idle_since = self._clock.monotonic_ms()
-        try:
-            while True:
-                line = await self._next_line(idle_since + self._idle_timeout_ms)
-                if line is None:
-                    return
-                if not line.strip():
-                    continue
-                response = await self._answer(line)
-                if response is None:
-                    return
-                # Taken before the write, so a client that has read its answer knows the idle
-                # timer has started.
-                idle_since = self._clock.monotonic_ms()
-                if not await self._send(response):
-                    return
-        finally:
-            if self._ahead is not None:
-                self._ahead.cancel()
-
-    def _read_ahead(self) -> asyncio.Task[bytes]:
-        if self._ahead is None:
-            self._ahead = asyncio.create_task(self._reader.readuntil(_NEWLINE))
-        return self._ahead
-
-    async def _next_line(self, deadline_ms: int) -> bytes | None:
-        """The next request line; None when the connection should close."""
-        read = self._read_ahead()
-        if not await self._done_by(read, deadline_ms):
-            log.debug("admin connection from pid %d closed: idle", self._peer.pid)
-            return None
-        self._ahead = None
-        try:
-            return read.result()
-        except asyncio.IncompleteReadError as eof:
-            # An unterminated last line is still a request (`printf '{...}' | socat ...`).
-            return eof.partial or None
-        except asyncio.LimitOverrunError:
-            log.warning(
-                "admin request from pid %d uid %d over %d bytes; closing the connection",
-                self._peer.pid,
-                self._peer.uid,
-                self._limit,
-            )
-            too_large = errors.TooLarge(
-                f"request line exceeds max_request_bytes ({self._limit} bytes); the connection "
-                "is closed. Pass large payloads by reference (an id or a path), not inline"
-            )
-            await self._send(encode_response_error(None, too_large))
-            return None
-        except OSError:  # reset by the peer, or the transport failed
-            return None
-
-    async def _answer(self, line: bytes) -> bytes | None:
-        """The response line for ``line``; None if the client left before it was ready."""
-        try:
-            request = decode_request(line)
-        except errors.ScheddError as err:
-            return encode_response_error(decode_request_id(line), err)
-        call = asyncio.create_task(self._call(request))
-        try:
-            await asyncio.wait({call, self._read_ahead()}, return_when=asyncio.FIRST_COMPLETED)
-            if not call.done() and self._client_gone():
-                log.debug("admin client pid %d left during %r", self._peer.pid, request.op)
-                call.cancel()
-                await asyncio.wait({call})
-                return None
-            return await call
-        except asyncio.CancelledError:
-            call.cancel()
-            await asyncio.wait({call})
-            self._writer.write(encode_response_error(request.id, _shutting_down(request.op)))
-            raise
-
-    async def _call(self, request: Request) -> bytes:
-        try:
-            result = await self._handler(request, self._peer)
-            return encode_response_ok(request.id, result)
-        except errors.ScheddError as err:
-            return encode_response_error(request.id, err)
-        except Exception:
-            log.exception(
-                "admin op %r (id %r) from pid %d uid %d failed",
-                request.op,
-                request.id,
-                self._peer.pid,
-                self._peer.uid,
-            )
-            return encode_response_error(request.id, errors.ScheddError(INTERNAL_MESSAGE))
-
-    def _client_gone(self) -> bool:
-        """The read-ahead hit the end of the stream and the peer has closed, not just shut down."""
-        ahead = self._ahead
-        if ahead is None or not ahead.done():
-            return False
-        exc = ahead.exception()
-        if isinstance(exc, OSError):
-            return True
-        return isinstance(exc, asyncio.IncompleteReadError) and _hung_up(self._sock)
-
-    async def _send(self, response: bytes) -> bool:
-        """Write one line; False if the client is gone or has not read it in time."""
-        self._writer.write(response)
-        if self._writer.transport.get_write_buffer_size() == 0:
-            return True
-        drain = asyncio.create_task(self._writer.drain())
-        if not await self._done_by(drain, self._clock.monotonic_ms() + self._idle_timeout_ms):
-            log.debug("admin client pid %d is not reading; dropping it", self._peer.pid)
-            return False
-        return drain.exception() is None
-
-    async def _done_by(self, task: asyncio.Task[_T], deadline_ms: int) -> bool:
-        """Wait for ``task`` until the monotonic deadline: True if it finished, else cancel it."""
-        while not task.done():
-            timer = asyncio.create_task(self._clock.sleep_until(deadline_ms))
-            try:
-                await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                timer.cancel()
-            if not task.done() and self._clock.monotonic_ms() >= deadline_ms:
-                task.cancel()
-                return False
-        return True
-
-
-def _shutting_down(op: str) -> errors.Unavailable:
-    return errors.Unavailable(
-        f"schedd is shutting down; op {op!r} was interrupted and may not have taken effect"
-    )
-
-
-def _hung_up(sock: TransportSocket) -> bool:
-    """True once both directions are shut, i.e. the peer called close() (Linux ``POLLHUP``).
-
-    A zero-timeout poll: it never blocks the loop.
-    """
-    fd = sock.fileno()
-    if fd < 0:
-        return True
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return any(events & select.POLLHUP for _, events in poller.poll(0))
 
 
 def _resolve_group(group: str | None) -> int | None:

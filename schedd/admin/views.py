@@ -11,12 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from schedd.errors import InvalidArgument
-from schedd.keys import format_instant
+from schedd.keys import format_instant, parse_instant
 from schedd.model import CronSpec, IntervalSpec, OnceSpec, ScheduleSpec
 from schedd.store.records import FiringRecord, RunRecord, ScheduleRecord
 
 #: Most rows one page answers with.
 MAX_PAGE = 1000
+#: Longest idempotency key a caller may choose (keys are shown in tables and logs).
+MAX_KEY_CHARS = 512
+MIN_INSTANT_MS = 0
+MAX_INSTANT_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def at(ms: int | None) -> str | None:
@@ -35,6 +39,41 @@ def str_arg(args: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"{name}: expected a non-empty string, got {value!r}")
     return value
+
+
+def opt_str_arg(args: Mapping[str, Any], name: str) -> str | None:
+    return str_arg(args, name) if name in args else None
+
+
+def bool_arg(args: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = args.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name}: expected true or false, got {value!r}")
+    return value
+
+
+def time_arg(args: Mapping[str, Any], name: str) -> int:
+    """An instant given as RFC 3339 text; one without an offset is read as UTC."""
+    text = str_arg(args, name)
+    try:
+        ms = parse_instant(text)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{name}: {exc}") from None
+    if not MIN_INSTANT_MS <= ms <= MAX_INSTANT_MS:
+        raise InvalidArgument(f"{name}: {text!r} is outside years 1970-9999")
+    return ms
+
+
+def key_arg(args: Mapping[str, Any], name: str = "key") -> str | None:
+    """A caller-chosen idempotency key: printable text, at most ``MAX_KEY_CHARS``."""
+    if name not in args:
+        return None
+    key = str_arg(args, name)
+    if len(key) > MAX_KEY_CHARS or not key.isprintable():
+        raise InvalidArgument(
+            f"{name}: expected at most {MAX_KEY_CHARS} printable characters, got {key[:80]!r}"
+        )
+    return key
 
 
 def trigger_summary(spec: ScheduleSpec) -> dict[str, Any]:

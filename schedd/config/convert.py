@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
+from schedd.admin.access import group_id, resolve_entry
 from schedd.config.walk import At, Converter, Invalid, expected, show
 from schedd.errors import InvalidArgument
 from schedd.keys import validate_name
@@ -118,6 +119,16 @@ def socket_mode(value: object, at: At) -> int:
     if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3}", value):
         raise expected('an octal permission string like "0660"', value)
     return int(value, 8)
+
+
+def group(value: object, at: At) -> str:
+    """A group that exists now: the socket is chowned to it at start, long after the check."""
+    name = text(value, at)
+    try:
+        group_id(name)
+    except InvalidArgument as e:
+        raise Invalid(str(e)) from e
+    return name
 
 
 def zone(value: object, at: At) -> str:
@@ -277,6 +288,31 @@ def instant_value(value: object, at: At) -> str | dt.datetime:
     if isinstance(value, dt.datetime | str):
         return value
     raise expected('a date-time like 2027-01-01T09:00:00 or "2027-01-01T09:00:00+01:00"', value)
+
+
+# --- admin roles --------------------------------------------------------------------------------
+
+
+def _principal(item: object) -> str | None:
+    if not isinstance(item, str):
+        return f"expected a string, got {show(item)}"
+    try:
+        resolve_entry(item)
+    except InvalidArgument as e:
+        return str(e)
+    return None
+
+
+def principals(value: object, at: At) -> tuple[str, ...]:
+    """``[admin] readers`` / ``operators``, each entry resolved on this host now.
+
+    A name that does not resolve is an error rather than an entry that matches nobody: a typo
+    in ``operators`` would otherwise lock the on-call engineer out, found only in an incident.
+    """
+    if not isinstance(value, list):
+        raise expected('an array like ["alice", "uid:1001", "group:ops", "gid:50"]', value)
+    _each(value, at, _principal)
+    return tuple(value)
 
 
 # --- Python tasks -------------------------------------------------------------------------------

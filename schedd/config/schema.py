@@ -29,10 +29,12 @@ STORE: Schema = {
 ADMIN: Schema = {
     "socket": Key("socket", c.path),
     "mode": Key("mode", c.socket_mode),
-    "group": Key("group", c.text),
+    "group": Key("group", c.group),
     "max_request_size": Key("max_request_bytes", c.size(1024)),
     "idle_timeout": Key("idle_timeout_ms", c.duration()),
     "max_connections": Key("max_connections", c.integer(1)),
+    "readers": Key("readers", c.principals),
+    "operators": Key("operators", c.principals),
 }
 WORKERS: Schema = {
     "min": Key("min", c.integer(0)),

@@ -44,6 +44,10 @@ class AdminConfig:
     max_request_bytes: int = 1024 * 1024
     idle_timeout_ms: int = 300_000
     max_connections: int = 64
+    #: ``[admin] readers`` / ``operators`` entries as written (``schedd.admin.access`` forms),
+    #: each checked against this host's user database when the file was read.
+    readers: tuple[str, ...] = ()
+    operators: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

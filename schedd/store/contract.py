@@ -7,7 +7,10 @@ PostgreSQL for multi-host deployments later). Guarantees every implementation mu
 * **Write-ahead**: ``dispatch`` stores new firings (state ``committed``) and the schedule's new
   high-water mark in one transaction; a caller may start a firing only after it returns.
 * **Idempotency**: a firing key exists at most once. Inserting an existing key keeps the
-  existing firing and reports it.
+  existing firing, unchanged, and reports it.
+* **Never early**: a firing that waits for a time (a ``failed`` one's retry, a ``scheduled``
+  one submitted for later) stores that time as ``retry_at_ms`` and is started only by
+  ``start_retries``, which re-checks the wall clock in its transaction.
 * **High-water**: a schedule's ``fired_through_ms`` never moves back.
 * **Legal transitions only**: a firing state change outside ``model.TRANSITIONS`` raises
   ``IllegalTransition`` and changes nothing.
@@ -23,11 +26,14 @@ from typing import Protocol
 
 from schedd.model import FiringState, ScheduleSpec
 from schedd.store.records import (
+    Backlog,
     FiringRecord,
+    LaneDepth,
     NewFiring,
     ProcessRef,
     ReconcileSummary,
     RecoveredRun,
+    Removal,
     RetryBatch,
     RunFinish,
     RunRecord,
@@ -93,8 +99,40 @@ class Store(Protocol):
         ``skipped``, nor keys that already existed). Idempotent per key.
         """
 
-    async def insert_firing(self, firing: NewFiring) -> tuple[FiringRecord, bool]:
-        """Insert one firing (ad-hoc work); ``(existing, False)`` when its key already exists."""
+    async def add_schedule(
+        self,
+        spec: ScheduleSpec,
+        *,
+        next_fire_ms: int | None,
+        next_due_ms: int | None,
+        paused: bool,
+        now_ms: int,
+    ) -> ScheduleRecord:
+        """Store a new schedule with ``spec.source`` (the admin API passes ``api``), its payload
+        content-addressed exactly as ``reconcile`` stores one. A taken name, whatever its
+        source, is a ``Conflict`` naming the name and where the existing schedule came from."""
+
+    async def remove_schedule(self, name: str) -> ScheduleRecord:
+        """Delete the schedule, whatever its source, and return it as it was; its firings and
+        runs stay as history (as when ``reconcile`` removes one). ``NotFound`` naming it."""
+
+    async def set_paused(self, name: str, paused: bool, now_ms: int) -> ScheduleRecord:
+        """Pause or resume; return the schedule as now stored. Idempotent (``updated_ms``
+        moves only on a change); the flag survives ``reconcile``. ``NotFound`` naming it."""
+
+    async def insert_firings(self, firings: Sequence[NewFiring]) -> list[tuple[FiringRecord, bool]]:
+        """Insert firings (trigger, backfill) in one transaction; ``(record, created)`` for each,
+        in input order. A key already stored (or repeated in ``firings``) is not inserted again:
+        its existing record is returned, unchanged, with ``created`` False. A ``scheduled``
+        firing wakes at its ``due_ms`` (stored as ``retry_at_ms``); see ``start_retries``."""
+
+    async def existing_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` are stored (what a backfill's dry run would not create)."""
+
+    async def submit(self, firing: NewFiring, body: str) -> tuple[FiringRecord, bool]:
+        """Store an ad-hoc task's payload ``body`` (content-addressed) and its firing, which
+        points at it whatever ``firing.payload_id`` says, in one transaction. An existing key
+        returns the existing firing with ``False`` and stores nothing, not even the payload."""
 
     # --- payloads -------------------------------------------------------------------------
 
@@ -127,9 +165,17 @@ class Store(Protocol):
         """``committed`` firings in id order (the queue to resume after ``recover``)."""
 
     async def list_runs(
-        self, *, schedule: str | None, limit: int, before_id: int | None = None
+        self,
+        *,
+        schedule: str | None,
+        limit: int,
+        before_id: int | None = None,
+        states: Sequence[str] | None = None,
+        since_ms: int | None = None,
+        key: str | None = None,
     ) -> list[RunRecord]:
-        """Newest first, without output (``get_run`` has it)."""
+        """Newest first, without output (``get_run`` has it). The filters are ANDed: run states,
+        runs started at or after ``since_ms``, runs of the firing ``key``."""
 
     async def get_run(self, run_id: int) -> RunRecord:
         """Raises ``NotFound`` naming the run id."""
@@ -141,13 +187,15 @@ class Store(Protocol):
     async def due_retries(
         self, *, after: tuple[int, int] | None, until_ms: int, limit: int
     ) -> list[tuple[int, int]]:
-        """``(retry_at_ms, firing_id)`` of ``failed`` firings whose retry is due by
-        ``until_ms``, ascending, strictly after the ``after`` cursor."""
+        """``(retry_at_ms, firing_id)`` of firings waiting for a time (``failed`` ones' retries,
+        ``scheduled`` ones' start) due by ``until_ms``, ascending, strictly after the ``after``
+        cursor."""
 
     async def start_retries(self, firing_ids: Sequence[int], now_ms: int) -> RetryBatch:
-        """Move each ``failed`` firing whose ``retry_at_ms <= now_ms`` to ``committed`` with
-        attempt + 1, in one transaction; report the others as not due (never early). Ids no
-        longer ``failed`` (purged, retried meanwhile) are ignored."""
+        """Move each waiting firing whose ``retry_at_ms <= now_ms`` to ``committed``, in one
+        transaction: a ``failed`` one with attempt + 1, a ``scheduled`` one keeping its attempt
+        (it never ran). Report the others as not due (never early). Ids no longer waiting
+        (purged, removed, retried meanwhile) are ignored."""
 
     # --- the dead-letter queue (dead or quarantined firings) -------------------------------
 
@@ -177,3 +225,32 @@ class Store(Protocol):
         other states are never deleted. Returns how many firings were deleted."""
 
     async def count_firings_of(self, schedule: str, states: Sequence[FiringState]) -> int: ...
+
+    # --- operators' view of the unfinished work ---------------------------------------------
+
+    async def backlog(self, *, schedule: str | None, top: int) -> Backlog:
+        """Unfinished firings (``scheduled``, ``committed``, ``running``, ``failed``), of one
+        schedule or all: counted per (schedule, lane, state), most first (ties by schedule,
+        lane, state), and the ``top`` carrying the largest payloads (ties by id). Payload
+        bytes count a shared payload once per firing: it is what the backlog would carry."""
+
+    async def lanes(self) -> list[LaneDepth]:
+        """Per lane (by name) with ``committed`` or ``running`` firings: how many of each, and
+        the earliest due time among the committed ones (how late the lane runs)."""
+
+    async def remove_firings(
+        self,
+        *,
+        schedule: str,
+        match: str | None,
+        states: Sequence[FiringState],
+        limit: int,
+        dry_run: bool,
+        now_ms: int,
+    ) -> Removal:
+        """Cancel firings of ``schedule`` in ``states`` whose key or payload text contains
+        ``match`` (case-sensitive; ``None`` matches all), counted and changed in one
+        transaction. Up to ``limit`` (lowest id first) go to ``cancelled`` with reason
+        "removed by an operator" and no wake time; their rows and runs stay. A dry run changes
+        nothing. ``InvalidArgument`` if ``states`` holds anything but ``scheduled``,
+        ``committed`` or ``failed`` (a running firing is never removed) or ``limit`` < 1."""

@@ -1,15 +1,16 @@
 """The firing side of the SQLite store: payload reads, runs, retries and the dead-letter queue.
 
 A mixin of :class:`~schedd.store.sqlite.SqliteStore` (which supplies the group-committing
-``writer`` and the read-only ``_read``), kept apart so each file holds one half of the contract:
-``sqlite.py`` the connections and schedules, this module what happens to firings once they
-exist. Every state change goes through :func:`~schedd.store.rows.transition`, so the lifecycle
-table is enforced here exactly as for dispatch.
+``_write`` and the read-only ``_read``), kept apart so each module holds one part of the
+contract: this one what happens to firings once they exist. Every single state change goes
+through :func:`~schedd.store.rows.transition`, so the lifecycle table is enforced here exactly
+as for dispatch.
 
-Retries: a ``failed`` firing carries ``retry_at_ms``; the loader pages due retries through a
-partial index (:meth:`due_retries`) and :meth:`start_retries` moves them back to
-``committed`` with attempt + 1, *re-checking the wall clock inside the transaction* so a retry
-is never started before its time even if the monotonic estimate ran ahead.
+Wake-ups: a ``failed`` firing, and one submitted ``scheduled`` for later, carries
+``retry_at_ms``; the loader pages due ones through a partial index (:meth:`due_retries`) and
+:meth:`start_retries` moves them to ``committed`` (a failed one with attempt + 1; a scheduled
+one keeps attempt 1, it never ran), *re-checking the wall clock inside the transaction* so
+nothing starts before its time even if the monotonic estimate ran ahead.
 
 The dead-letter queue is the firings in ``dead`` or ``quarantined``; they keep their payload,
 runs and output until an operator retries (``requeue``) or purges them. Purging deletes their
@@ -18,13 +19,14 @@ runs and any payload no schedule or other firing still references.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import aiosqlite
 
 from schedd.errors import IllegalTransition, InvalidArgument, NotFound
 from schedd.model import FiringState
+from schedd.store.base import StoreMixin
 from schedd.store.records import (
     FiringRecord,
     ProcessRef,
@@ -36,24 +38,15 @@ from schedd.store.records import (
 )
 from schedd.store.rows import FIRING_COLS, RUN_COLS, chunks, firing_row, marks, run_row, transition
 
-T = TypeVar("T")
-
 #: The dead-letter states (``schedctl dlq``).
 DLQ_STATES = (FiringState.DEAD, FiringState.QUARANTINED)
 _DLQ_SQL = ", ".join(f"'{s.value}'" for s in DLQ_STATES)
+#: The firings waiting for a time (``retry_at_ms``), as the partial index ``firings_wake`` spells
+#: it (SQLite uses a partial index only when the query repeats its WHERE clause).
+_WAKE_SQL = "state IN ('failed', 'scheduled') AND retry_at_ms IS NOT NULL"
 
 
-class _Writes:
-    """What the mixin needs from the store it is mixed into."""
-
-    async def _write(self, unit: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        raise NotImplementedError
-
-    async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError
-
-
-class FiringsMixin(_Writes):
+class FiringsMixin(StoreMixin):
     # --- payloads -------------------------------------------------------------------------
 
     async def load_payload(self, payload_id: int) -> str:
@@ -164,13 +157,29 @@ class FiringsMixin(_Writes):
         return [firing_row(r) for r in rows]
 
     async def list_runs(
-        self, *, schedule: str | None, limit: int, before_id: int | None = None
+        self,
+        *,
+        schedule: str | None,
+        limit: int,
+        before_id: int | None = None,
+        states: Sequence[str] | None = None,
+        since_ms: int | None = None,
+        key: str | None = None,
     ) -> list[RunRecord]:
         where = ["r.id < ?"]
         args: list[Any] = [before_id if before_id is not None else 2**62]
         if schedule is not None:
             where.append("r.schedule = ?")
             args.append(schedule)
+        if states is not None:
+            where.append(f"r.state IN ({marks(len(states))})")
+            args.extend(states)
+        if since_ms is not None:
+            where.append("r.started_ms >= ?")
+            args.append(since_ms)
+        if key is not None:
+            where.append("f.key = ?")
+            args.append(key)
         rows = await self._read(
             f"SELECT {RUN_COLS}, r.output_bytes, r.output_truncated FROM runs r"
             f" JOIN firings f ON f.id = r.firing_id WHERE {' AND '.join(where)}"
@@ -210,8 +219,7 @@ class FiringsMixin(_Writes):
     ) -> list[tuple[int, int]]:
         at, fid = after if after is not None else (-(2**62), -1)
         rows = await self._read(
-            "SELECT retry_at_ms, id FROM firings"
-            " WHERE state = 'failed' AND retry_at_ms IS NOT NULL"
+            f"SELECT retry_at_ms, id FROM firings WHERE {_WAKE_SQL}"
             " AND (retry_at_ms, id) > (?, ?) AND retry_at_ms <= ?"
             " ORDER BY retry_at_ms, id LIMIT ?",
             (at, fid, until_ms, limit),
@@ -225,7 +233,7 @@ class FiringsMixin(_Writes):
             for chunk in chunks(list(firing_ids)):
                 rows = await conn.execute_fetchall(
                     f"SELECT id, retry_at_ms FROM firings WHERE id IN ({marks(len(chunk))})"
-                    " AND state = 'failed' AND retry_at_ms IS NOT NULL",
+                    f" AND {_WAKE_SQL}",
                     chunk,
                 )
                 due = [int(r[0]) for r in rows if r[1] <= now_ms]
@@ -233,8 +241,10 @@ class FiringsMixin(_Writes):
                 if not due:
                     continue
                 await conn.execute(
-                    "UPDATE firings SET state = 'committed', attempt = attempt + 1,"
-                    f" retry_at_ms = NULL, updated_ms = ? WHERE id IN ({marks(len(due))})",
+                    "UPDATE firings SET state = 'committed',"
+                    " attempt = attempt + CASE state WHEN 'failed' THEN 1 ELSE 0 END,"
+                    " retry_at_ms = NULL, updated_ms = ?"
+                    f" WHERE id IN ({marks(len(due))})",
                     (now_ms, *due),
                 )
                 fresh = await conn.execute_fetchall(

@@ -38,6 +38,9 @@ class ScheduleRecord:
     updated_ms: int
     last_state: str | None
     last_finished_ms: int | None
+    #: The stored task payload, which firings made from this schedule outside dispatch (an
+    #: operator's trigger or backfill) point at.
+    payload_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,9 @@ class NewFiring:
     payload_id: int
     lane: str
     reason: str | None = None
+    #: Stored as ``created_ms``/``updated_ms``; ``None`` means ``due_ms``, right for a dispatched
+    #: occurrence (created when due) but not for work submitted now to start later.
+    created_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +203,58 @@ class StoreInfo:
     schema_version: int
     synchronous: str
     sqlite_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class FiringRef:
+    id: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What :meth:`Store.remove_firings` found and did, so the caller can loop until done."""
+
+    #: Matching firings before this call (removed ones included).
+    matched: int
+    removed: tuple[FiringRef, ...]
+    #: Up to 20 keys: the removed firings, or on a dry run the first matching ones.
+    sample: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogGroup:
+    schedule: str
+    lane: str
+    state: FiringState
+    count: int
+    oldest_due_ms: int
+    payload_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogItem:
+    id: int
+    key: str
+    schedule: str
+    state: FiringState
+    due_ms: int
+    payload_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """The unfinished firings: where they pile up, and which carry the most bytes."""
+
+    groups: tuple[BacklogGroup, ...]
+    largest: tuple[BacklogItem, ...]
+    count: int
+    payload_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaneDepth:
+    lane: str
+    ready: int
+    running: int
+    oldest_ready_due_ms: int | None

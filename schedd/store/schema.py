@@ -16,6 +16,10 @@ Layout decisions that carry guarantees:
 * ``firings.retry_at_ms`` (v2) is when a ``failed`` firing's next attempt is due, stored so a
   retry survives a restart; a partial index on it lets the loader read only retries due soon,
   exactly as ``schedules_due`` does for schedules.
+* v3 widens that index to ``firings_wake``: an ad-hoc firing submitted for a later time is
+  stored ``scheduled`` with ``retry_at_ms`` = its due time, so one index and one loader path wake
+  both (a delayed submission is a retry before its first attempt). Firings an older version
+  left ``scheduled`` get their due time as wake time, so none sleeps forever.
 * ``schedules.task_kind`` (v2) says whether a schedule runs a Python task, so the loader can
   tell the worker pool to pre-scale for a pulse without reading any payload.
 """
@@ -97,6 +101,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             WHERE state IN ('dead', 'quarantined')""",
         "CREATE INDEX firings_payload ON firings(payload_id)",
         "ALTER TABLE schedules ADD COLUMN task_kind TEXT NOT NULL DEFAULT 'command'",
+    ),
+    # version 3: delayed ad-hoc firings wake through the retry index
+    (
+        "DROP INDEX firings_retry",
+        """CREATE INDEX firings_wake ON firings(retry_at_ms, id)
+            WHERE state IN ('failed', 'scheduled') AND retry_at_ms IS NOT NULL""",
+        "UPDATE firings SET retry_at_ms = due_ms WHERE state = 'scheduled' AND retry_at_ms IS NULL",
     ),
 )
 

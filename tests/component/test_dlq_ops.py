@@ -8,21 +8,17 @@ recorder of submitted tickets; the clock is fake, so ages and purge cut-offs are
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from schedd.admin.ops import AdminOps, DaemonView
-from schedd.admin.protocol import Peer, Request
-from schedd.config import load_config
-from schedd.dispatcher import Dispatcher
+from schedd.admin.ops import AdminOps
+from schedd.admin.protocol import Request
 from schedd.errors import Conflict, InvalidArgument, NotFound
-from schedd.events import FiringEvents
 from schedd.keys import firing_key, format_instant
 from schedd.model import CommandTask, FiringState, IntervalSpec, ScheduleSpec
-from schedd.runner import Runner
 from schedd.store.records import (
     FiringRecord,
     NewFiring,
@@ -33,11 +29,9 @@ from schedd.store.records import (
     Ticket,
 )
 from schedd.store.sqlite import SqliteStore
-from schedd.timer import Timer
-from schedd.workers.pool import PoolStats
+from tests.component.adminharness import PEER, RecordingRunner, admin_ops
 from tests.fakes import FakeClock
 
-PEER = Peer(pid=1, uid=0, gid=0)
 HOUR = 3_600_000
 DAY = 24 * HOUR
 POISON = ScheduleSpec(
@@ -47,36 +41,6 @@ POISON = ScheduleSpec(
     tenant="acme",
 )
 FLAKY = ScheduleSpec("flaky", IntervalSpec(60_000), CommandTask(("false",)))
-
-
-@dataclass
-class RecordingRunner:
-    """Stands in for the runner: the ops only submit tickets to it (and status reads counts)."""
-
-    submitted: list[Ticket] = field(default_factory=list)
-    queued: int = 0
-    busy: int = 0
-    capacity: int = 4
-    started: int = 0
-    finished: int = 0
-
-    def submit(self, ticket: Ticket) -> None:
-        self.submitted.append(ticket)
-
-    def active_count(self, schedule_id: int) -> int:
-        return 0
-
-    def prescale(self, due_soon: int) -> None:
-        pass
-
-    @property
-    def pool(self) -> IdlePool:
-        return IdlePool()
-
-
-class IdlePool:
-    def stats(self) -> PoolStats:
-        return PoolStats(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ())
 
 
 @dataclass
@@ -189,25 +153,11 @@ class Harness:
 
 @pytest.fixture
 async def h(store: SqliteStore, clock: FakeClock, tmp_path: Path) -> Harness:
-    config_file = tmp_path / "schedd.toml"
-    config_file.write_text('[daemon]\nstate_dir = "state"\n')
-    now = clock.wall_ms()
-    await store.reconcile([POISON, FLAKY], initial=lambda s, hw: (None, None), now_ms=now)
-    runner = RecordingRunner()
-    events = FiringEvents(clock)
-    timer = Timer(clock)
-    view = DaemonView(
-        config=load_config(config_file),
-        store=store,
-        timer=timer,
-        runner=cast(Runner, runner),
-        dispatcher=Dispatcher(store, timer, runner, events, clock, horizon_ms=60_000),
-        events=events,
-        clock=clock,
-        started_wall_ms=now,
-        started_mono_ms=clock.monotonic_ms(),
+    await store.reconcile(
+        [POISON, FLAKY], initial=lambda s, hw: (None, None), now_ms=clock.wall_ms()
     )
-    return Harness(AdminOps(view), store, runner, clock)
+    runner = RecordingRunner()
+    return Harness(admin_ops(tmp_path, store, clock, runner), store, runner, clock)
 
 
 async def test_list_holds_only_dead_and_quarantined_firings_newest_first(h: Harness) -> None:

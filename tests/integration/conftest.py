@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,24 @@ class Daemon:
     def call(self, op: str, **args: Any) -> Any:
         with AdminClient(self.socket, timeout_s=120) as client:
             return client.call(op, args)
+
+
+def lines_of(path: Path, count: int, within_s: float = 30.0) -> list[str]:
+    """The first ``count`` lines a task appends to ``path``, once they are there.
+
+    A run is ``running`` in the store from its spawn, before its shell has written anything, so
+    a test reading a task's probe file must wait for the lines themselves (polling with a
+    deadline: there is no event for another process's write).
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        text = path.read_text() if path.exists() else ""
+        lines = [line for line in text.splitlines() if line]
+        if len(lines) >= count:
+            return lines[:count]
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} has {len(lines)} of {count} lines after {within_s}s: {text!r}")
+        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from schedd.store.schema import SCHEMA_VERSION
-from tests.integration.conftest import Daemon, base_config
+from tests.integration.conftest import Daemon, base_config, lines_of
 
 TICK = """
 [schedules.tick]
@@ -43,7 +43,7 @@ command = '{script}'
 def test_a_schedule_fires_and_every_run_is_recorded(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(base_config(TICK))
     d.start()
-    d.ctl("wait", "--schedule", "tick", "--count", "2", "--timeout", "30s")
+    d.ctl("runs", "wait", "--schedule", "tick", "--count", "2", "--timeout", "30s")
 
     runs = d.ctl_json("runs", "list", "--schedule", "tick")["runs"]
     assert len(runs) >= 2
@@ -113,7 +113,8 @@ def test_sigkill_during_a_run_reruns_it_with_the_same_key_and_next_attempt(
     key = f"once@{at}"
     running = d.call("wait", key=key, states=["running"], timeout_ms=30_000)
     assert running["done"], d.logs()
-    first_key, attempt, pid = probe.read_text().split()
+    [first] = lines_of(probe, 1)
+    first_key, attempt, pid = first.split()
     assert (first_key, attempt) == (key, "1")
     orphan = os.pidfd_open(int(pid))
 

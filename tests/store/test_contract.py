@@ -5,6 +5,7 @@ Written against the contract only, so any implementation the ``store`` fixture y
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 from pathlib import Path
@@ -16,7 +17,6 @@ from schedd.errors import IllegalTransition, NotFound, Unavailable
 from schedd.model import (
     CommandTask,
     FiringState,
-    IntervalSpec,
     OnceSpec,
     ScheduleSpec,
 )
@@ -24,61 +24,20 @@ from schedd.store.records import (
     NewFiring,
     ProcessRef,
     RunFinish,
-    SchedulePlan,
-    ScheduleRule,
-    Ticket,
 )
 from schedd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from schedd.store.sqlite import SqliteStore
-
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-def spec(
-    name: str = "job", every_ms: int = 10_000, argv: tuple[str, ...] = ("true",)
-) -> ScheduleSpec:
-    return ScheduleSpec(name=name, trigger=IntervalSpec(every_ms), task=CommandTask(argv))
-
-
-def at_now(spec: ScheduleSpec, fired_through: int | None) -> tuple[int | None, int | None]:
-    return T0, T0
-
-
-async def add(store: SqliteStore, *specs: ScheduleSpec) -> None:
-    await store.reconcile(list(specs), initial=at_now, now_ms=T0)
-
-
-def fire_at(occ: int, hw: int | None = None) -> object:
-    """A planner firing ``occ`` and moving the high-water mark to ``hw`` (default ``occ``)."""
-
-    def planner(rule: ScheduleRule) -> SchedulePlan:
-        f = NewFiring(
-            key=f"{rule.name}@{occ}",
-            schedule_id=rule.id,
-            schedule=rule.name,
-            scheduled_for_ms=occ,
-            due_ms=occ,
-            state=FiringState.COMMITTED,
-            payload_id=rule.payload_id,
-            lane="default",
-        )
-        return SchedulePlan((f,), hw if hw is not None else occ, occ + 10_000, occ + 10_000)
-
-    return planner
-
-
-async def ids(store: SqliteStore) -> list[int]:
-    return [sid for _, sid, _ in await store.due_schedules(after=None, until_ms=2**62, limit=100)]
+from tests.store.helpers import T0, add, at_now, committed, fire_at, ids, run_once, spec
 
 
 async def test_reconcile_adds_changes_and_removes_keeping_history(store: SqliteStore) -> None:
     s1 = await store.reconcile([spec("a"), spec("b")], initial=at_now, now_ms=T0)
     assert (sorted(s1.added), s1.changed, s1.removed) == (["a", "b"], (), ())
-    [tick] = await store.dispatch([(await store.get_schedule("a")).id], fire_at(T0))  # type: ignore[arg-type]
+    [tick] = await store.dispatch([(await store.get_schedule("a")).id], fire_at(T0))
     s2 = await store.reconcile([spec("a", argv=("false",))], initial=at_now, now_ms=T0)
     assert (s2.added, s2.changed, s2.removed, s2.unchanged) == ((), ("a",), ("b",), 0)
     a = await store.get_schedule("a")
-    assert a.spec.task.argv == ("false",)
+    assert a.spec.task == CommandTask(("false",))
     assert a.fired_through_ms == T0, "a changed schedule keeps its high-water mark"
     with pytest.raises(NotFound, match="'b'"):
         await store.get_schedule("b")
@@ -91,7 +50,7 @@ async def test_reconcile_adds_changes_and_removes_keeping_history(store: SqliteS
 async def test_dispatch_commits_firings_and_marks_atomically(store: SqliteStore) -> None:
     await add(store, spec("a"))
     [sid] = await ids(store)
-    tickets = await store.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
+    tickets = await store.dispatch([sid], fire_at(T0))
     assert [t.key for t in tickets] == [f"a@{T0}"]
     assert tickets[0].attempt == 1
     rec = await store.get_schedule("a")
@@ -101,8 +60,8 @@ async def test_dispatch_commits_firings_and_marks_atomically(store: SqliteStore)
 async def test_a_key_exists_at_most_once(store: SqliteStore) -> None:
     await add(store, spec("a"))
     [sid] = await ids(store)
-    await store.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
-    again = await store.dispatch([sid], fire_at(T0, hw=T0))  # type: ignore[arg-type]
+    await store.dispatch([sid], fire_at(T0))
+    again = await store.dispatch([sid], fire_at(T0, hw=T0))
     assert again == [], "an existing key is kept, not duplicated"
     assert await store.count_firings_of("a", list(FiringState)) == 1
 
@@ -110,27 +69,78 @@ async def test_a_key_exists_at_most_once(store: SqliteStore) -> None:
 async def test_high_water_mark_never_moves_back_and_nothing_is_written(store: SqliteStore) -> None:
     await add(store, spec("a"))
     [sid] = await ids(store)
-    await store.dispatch([sid], fire_at(T0 + 20_000))  # type: ignore[arg-type]
+    await store.dispatch([sid], fire_at(T0 + 20_000))
     with pytest.raises(IllegalTransition, match="high-water"):
-        await store.dispatch([sid], fire_at(T0 + 30_000, hw=T0))  # type: ignore[arg-type]
+        await store.dispatch([sid], fire_at(T0 + 30_000, hw=T0))
     assert await store.count_firings_of("a", list(FiringState)) == 1
     assert (await store.get_schedule("a")).fired_through_ms == T0 + 20_000
 
 
-async def test_insert_firing_returns_the_existing_one_for_a_known_key(store: SqliteStore) -> None:
-    await add(store, spec("a"))
-    pid = (await store.get_schedule("a")).id
-    [t] = await store.dispatch([pid], fire_at(T0))  # type: ignore[arg-type]
-    f = NewFiring(t.key, None, "a", T0, T0, FiringState.COMMITTED, t.payload_id, "default")
-    rec, created = await store.insert_firing(f)
-    assert not created
-    assert rec.id == t.firing_id
+def new_firing(
+    key: str,
+    payload_id: int,
+    *,
+    due: int = T0,
+    state: FiringState = FiringState.COMMITTED,
+    schedule: str = "a",
+) -> NewFiring:
+    return NewFiring(key, None, schedule, due, due, state, payload_id, "default")
+
+
+async def test_insert_firings_keeps_existing_keys_and_answers_in_input_order(
+    store: SqliteStore,
+) -> None:
+    t = await committed(store)
+    batch = [
+        new_firing("a@new", t.payload_id, due=T0 + 1),
+        new_firing(t.key, t.payload_id, due=T0 + 99, state=FiringState.SKIPPED),
+        new_firing("a@later", t.payload_id, due=T0 + 5_000, state=FiringState.SCHEDULED),
+        new_firing("a@new", t.payload_id, due=T0 + 2),
+    ]
+    result = await store.insert_firings(batch)
+    assert [(rec.key, created) for rec, created in result] == [
+        ("a@new", True),
+        (t.key, False),
+        ("a@later", True),
+        ("a@new", False),
+    ]
+    old = result[1][0]
+    assert (old.id, old.state, old.due_ms) == (t.firing_id, FiringState.COMMITTED, T0), "unchanged"
+    assert result[0][0] == result[3][0] == await store.get_firing("a@new")
+    assert result[0][0].due_ms == T0 + 1, "the first of a repeated key wins"
+    later = await store.get_firing("a@later")
+    assert (later.state, later.attempt, later.retry_at_ms) == (FiringState.SCHEDULED, 1, T0 + 5_000)
+    assert await store.count_firings_of("a", list(FiringState)) == 3
+
+
+async def test_insert_firings_takes_a_backfill_larger_than_one_statement(
+    store: SqliteStore,
+) -> None:
+    t = await committed(store)
+    batch = [new_firing(f"a@{i}", t.payload_id, due=T0 + i) for i in range(1, 1_202)]
+    first = await store.insert_firings(batch)
+    assert [rec.key for rec, _ in first] == [f.key for f in batch]
+    assert all(created for _, created in first)
+    again = await store.insert_firings([new_firing(t.key, t.payload_id), *batch])
+    assert not any(created for _, created in again)
+    assert [rec.id for rec, _ in again[1:]] == [rec.id for rec, _ in first]
+    assert await store.existing_keys(["nope", *(f.key for f in batch)]) == {f.key for f in batch}
+
+
+async def test_insert_firings_records_when_a_later_firing_was_created(store: SqliteStore) -> None:
+    t = await committed(store)
+    f = dataclasses.replace(
+        new_firing("a@later", t.payload_id, due=T0 + 60_000, state=FiringState.SCHEDULED),
+        created_ms=T0 + 7,
+    )
+    [(rec, _)] = await store.insert_firings([f])
+    assert (rec.created_ms, rec.updated_ms, rec.due_ms) == (T0 + 7, T0 + 7, T0 + 60_000)
 
 
 async def test_run_lifecycle_and_illegal_transitions(store: SqliteStore) -> None:
     await add(store, spec("a"))
     [sid] = await ids(store)
-    [t] = await store.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
+    [t] = await store.dispatch([sid], fire_at(T0))
     run_id = await store.start_run(t, ProcessRef(123, 123, 456), T0 + 5)
     assert (await store.get_firing(t.key)).state is FiringState.RUNNING
     finish = RunFinish(
@@ -165,8 +175,8 @@ async def test_run_lifecycle_and_illegal_transitions(store: SqliteStore) -> None
 async def test_recover_closes_lost_runs_and_requeues_with_next_attempt(store: SqliteStore) -> None:
     await add(store, spec("a"), spec("b"))
     a, b = await ids(store)
-    [ta] = await store.dispatch([a], fire_at(T0))  # type: ignore[arg-type]
-    [tb] = await store.dispatch([b], fire_at(T0))  # type: ignore[arg-type]
+    [ta] = await store.dispatch([a], fire_at(T0))
+    [tb] = await store.dispatch([b], fire_at(T0))
     run_id = await store.start_run(ta, ProcessRef(10, 10, 99), T0)
     lost = await store.recover(T0 + 1000)
     assert [(r.run_id, r.key, r.process) for r in lost] == [
@@ -184,7 +194,7 @@ async def test_lists_are_paginated_newest_first(store: SqliteStore) -> None:
     await add(store, spec("a"), spec("b"))
     a, b = await ids(store)
     for i, sid in enumerate([a, b, a]):
-        [t] = await store.dispatch([sid], fire_at(T0 + i * 20_000))  # type: ignore[arg-type]
+        [t] = await store.dispatch([sid], fire_at(T0 + i * 20_000))
         await store.start_run(t, None, T0)
     page1 = await store.list_runs(schedule=None, limit=2)
     page2 = await store.list_runs(schedule=None, limit=2, before_id=page1[-1].id)
@@ -199,8 +209,8 @@ async def test_lists_are_paginated_newest_first(store: SqliteStore) -> None:
 async def test_payload_is_stored_apart_and_shared(store: SqliteStore) -> None:
     await add(store, spec("a", argv=("echo", "x")), spec("b", argv=("echo", "x")))
     a, b = await ids(store)
-    [ta] = await store.dispatch([a], fire_at(T0))  # type: ignore[arg-type]
-    [tb] = await store.dispatch([b], fire_at(T0))  # type: ignore[arg-type]
+    [ta] = await store.dispatch([a], fire_at(T0))
+    [tb] = await store.dispatch([b], fire_at(T0))
     assert ta.payload_id == tb.payload_id
     assert '"command":["echo","x"]' in await store.load_payload(ta.payload_id)
 
@@ -234,7 +244,7 @@ async def test_writes_survive_reopening(tmp_path: Path) -> None:
     await s.open()
     await add(s, spec("a"))
     [sid] = await ids(s)
-    [t] = await s.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
+    [t] = await s.dispatch([sid], fire_at(T0))
     await s.close()
     s2 = SqliteStore(path)
     await s2.open()
@@ -246,44 +256,6 @@ async def test_writes_survive_reopening(tmp_path: Path) -> None:
 
 
 # --- retries and the dead-letter queue ----------------------------------------------------------
-
-
-async def run_once(
-    store: SqliteStore,
-    t: Ticket,
-    state: FiringState,
-    *,
-    at: int,
-    crashed: bool = False,
-    retry_at: int | None = None,
-    reason: str = "exit status 1",
-) -> int:
-    run_id = await store.start_run(t, None, at)
-    await store.finish_run(
-        RunFinish(
-            run_id,
-            t.firing_id,
-            "crash" if crashed else "failed",
-            state,
-            at + 1,
-            None if crashed else 1,
-            9 if crashed else None,
-            reason,
-            b"out",
-            3,
-            False,
-            crashed=crashed,
-            retry_at_ms=retry_at,
-        )
-    )
-    return run_id
-
-
-async def committed(store: SqliteStore, name: str = "a") -> Ticket:
-    await add(store, spec(name))
-    sid = (await store.get_schedule(name)).id
-    [t] = await store.dispatch([sid], fire_at(T0))  # type: ignore[arg-type]
-    return t
 
 
 async def test_a_failed_firing_is_retried_with_the_same_key_and_next_attempt(
@@ -305,6 +277,28 @@ async def test_a_failed_firing_is_retried_with_the_same_key_and_next_attempt(
     f = await store.get_firing(t.key)
     assert (f.state, f.retry_at_ms) == (FiringState.COMMITTED, None)
     assert (await store.start_retries([t.firing_id], T0 + 9_000)).tickets == (), "only once"
+
+
+async def test_a_scheduled_firing_wakes_at_its_due_time_with_its_first_attempt(
+    store: SqliteStore,
+) -> None:
+    failed = await committed(store, "a")
+    await run_once(store, failed, FiringState.FAILED, at=T0, retry_at=T0 + 5_000)
+    [(later, _)] = await store.insert_firings(
+        [new_firing("b@later", failed.payload_id, due=T0 + 5_000, state=FiringState.SCHEDULED)]
+    )
+    due = await store.due_retries(after=None, until_ms=T0 + 5_000, limit=10)
+    assert due == [(T0 + 5_000, failed.firing_id), (T0 + 5_000, later.id)]
+    assert await store.due_retries(after=None, until_ms=T0 + 4_999, limit=10) == []
+    early = await store.start_retries([later.id, failed.firing_id], T0 + 4_999)
+    assert early.tickets == ()
+    assert sorted(early.not_due) == [(T0 + 5_000, failed.firing_id), (T0 + 5_000, later.id)]
+    assert (await store.get_firing("b@later")).state is FiringState.SCHEDULED, "never early"
+    batch = await store.start_retries([later.id, failed.firing_id], T0 + 5_000)
+    assert [(t.key, t.attempt) for t in batch.tickets] == [(failed.key, 2), ("b@later", 1)]
+    woke = await store.get_firing("b@later")
+    assert (woke.state, woke.attempt, woke.retry_at_ms) == (FiringState.COMMITTED, 1, None)
+    assert (await store.start_retries([later.id], T0 + 9_000)).tickets == (), "only once"
 
 
 async def test_retry_cursor_pages_through_due_retries(store: SqliteStore) -> None:
@@ -362,18 +356,13 @@ async def test_purging_drops_payloads_nothing_references(store: SqliteStore) -> 
 
 async def test_a_version_1_store_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    for stmt in MIGRATIONS[0]:
-        conn.execute(stmt)
-    conn.execute("INSERT INTO payloads (sha256, size, body) VALUES ('x', 1, '{}')")
-    conn.execute(
+    old_store(
+        path,
+        1,
         "INSERT INTO firings (key, schedule, scheduled_for_ms, due_ms, state, attempt,"
         " payload_id, lane, created_ms, updated_ms) VALUES ('k', 's', 1, 1, 'dead', 1, 1,"
-        " 'default', 1, 1)"
+        " 'default', 1, 1)",
     )
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
     s = SqliteStore(path)
     await s.open()
     try:
@@ -383,3 +372,50 @@ async def test_a_version_1_store_is_migrated_keeping_its_rows(tmp_path: Path) ->
         assert [x.key for x in await s.list_dead(schedule=None, limit=5)] == ["k"]
     finally:
         await s.close()
+
+
+def old_store(path: Path, version: int, *rows: str) -> None:
+    """A store as schema ``version`` left it, holding ``rows`` (INSERT statements)."""
+    conn = sqlite3.connect(path)
+    for migration in MIGRATIONS[:version]:
+        for stmt in migration:
+            conn.execute(stmt)
+    conn.execute("INSERT INTO payloads (sha256, size, body) VALUES ('x', 1, '{}')")
+    for row in rows:
+        conn.execute(row)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+
+
+async def test_a_version_2_store_is_migrated_and_its_waiting_firings_wake(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    insert = (
+        "INSERT INTO firings (key, schedule, scheduled_for_ms, due_ms, state, attempt,"
+        " payload_id, lane, created_ms, updated_ms, retry_at_ms) VALUES"
+    )
+    old_store(
+        path,
+        2,
+        f"{insert} ('failed', 's', 1, 1, 'failed', 1, 1, 'default', 1, 1, 50)",
+        f"{insert} ('later', 's', 40, 40, 'scheduled', 1, 1, 'default', 1, 1, NULL)",
+        f"{insert} ('done', 's', 1, 1, 'succeeded', 1, 1, 'default', 1, 1, NULL)",
+    )
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        assert (await s.info()).schema_version == SCHEMA_VERSION
+        later, failed = await s.get_firing("later"), await s.get_firing("failed")
+        assert later.retry_at_ms == 40, "a firing left scheduled wakes at its due time"
+        assert await s.due_retries(after=None, until_ms=100, limit=5) == [
+            (40, later.id),
+            (50, failed.id),
+        ]
+        assert (await s.get_firing("done")).retry_at_ms is None
+    finally:
+        await s.close()
+    conn = sqlite3.connect(path)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    assert "firings_wake" in indexes
+    assert "firings_retry" not in indexes

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import grp
 import hashlib
 import importlib
+import pwd
 import re
 import sys
 from pathlib import Path
@@ -27,6 +29,9 @@ HEAD = '[daemon]\nstate_dir = "state"\n'
 ECHO = 'command = ["/bin/echo", "hi"]\n'
 EXAMPLE = Path(__file__).resolve().parents[2] / "schedd.toml.example"
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+#: A user and a group every host has ("root"): admin names must exist where they are read.
+HOST_USER = pwd.getpwuid(0).pw_name
+HOST_GROUP = grp.getgrgid(0).gr_name
 
 
 def parse(body: str, head: str = HEAD) -> Config:
@@ -74,6 +79,7 @@ def test_minimal_config_gets_every_default() -> None:
     assert (config.admin.mode, config.admin.group) == (0o660, None)
     assert config.admin.max_request_bytes == 1024 * 1024
     assert (config.admin.idle_timeout_ms, config.admin.max_connections) == (300_000, 64)
+    assert (config.admin.readers, config.admin.operators) == ((), ())
     assert (config.workers.min, config.workers.max) == (0, 4)
     assert (config.workers.python, config.workers.pythonpath) == (sys.executable, ())
     assert config.workers.max_tasks_per_worker is None
@@ -101,10 +107,12 @@ horizon = "5m"
 [admin]
 socket = "/run/schedd/admin.sock"
 mode = "0600"
-group = "ops"
+group = "{group}"
 max_request_size = "64KiB"
 idle_timeout = "30s"
 max_connections = 8
+readers = ["uid:1001", "gid:50"]
+operators = ["group:{group}"]
 [workers]
 min = 2
 max = 16
@@ -138,16 +146,18 @@ memory = "1GiB"
 cpu = "1m"
 open_files = 256
 core = "1MiB"
-""".replace("{python}", sys.executable)
+""".replace("{python}", sys.executable).replace("{group}", HOST_GROUP)
     )
     assert config.daemon.shutdown_grace_ms == 60_000
     assert config.store.path == Path("/var/lib/other.db")
     assert config.store.synchronous == "normal"
     assert (config.store.busy_timeout_ms, config.store.horizon_ms) == (2_000, 300_000)
     assert config.admin.socket == Path("/run/schedd/admin.sock")
-    assert (config.admin.mode, config.admin.group) == (0o600, "ops")
+    assert (config.admin.mode, config.admin.group) == (0o600, HOST_GROUP)
     assert config.admin.max_request_bytes == 65_536
     assert (config.admin.idle_timeout_ms, config.admin.max_connections) == (30_000, 8)
+    assert config.admin.readers == ("uid:1001", "gid:50")
+    assert config.admin.operators == (f"group:{HOST_GROUP}",)
     assert config.workers == WorkersConfig(
         min=2,
         max=16,
@@ -363,6 +373,42 @@ def test_socket_mode_must_be_an_octal_string(mode: str) -> None:
 
 def test_socket_mode_without_a_leading_zero_is_octal_too() -> None:
     assert parse('[admin]\nmode = "640"\n').admin.mode == 0o640
+
+
+def test_admin_group_must_exist_on_this_host() -> None:
+    key, msg = only_problem('[admin]\ngroup = "no-such-group-xyz"\n')
+    assert (key, msg) == ("admin.group", 'no group "no-such-group-xyz" on this host')
+
+
+def test_admin_roles_take_every_entry_form() -> None:
+    config = parse(
+        f'[admin]\nreaders = ["{HOST_USER}", "uid:1234", "group:{HOST_GROUP}", "gid:4321"]\n'
+        "operators = []\n"
+    )
+    assert config.admin.readers == (HOST_USER, "uid:1234", f"group:{HOST_GROUP}", "gid:4321")
+    assert config.admin.operators == ()
+
+
+def test_every_bad_admin_role_entry_is_reported_at_its_index() -> None:
+    found = problems(
+        f'[admin]\nreaders = ["{HOST_USER}", "no-such-user-xyz", 5]\n'
+        'operators = ["group:no-such-group-xyz", "uid:x", "user:root"]\n'
+    )
+    assert found == {
+        "admin.readers[1]": 'no user "no-such-user-xyz" on this host (a uid without a name is'
+        ' written "uid:N")',
+        "admin.readers[2]": "expected a string, got 5",
+        "admin.operators[0]": 'no group "no-such-group-xyz" on this host',
+        "admin.operators[1]": '"uid:x": expected uid:N with N a number from 0 to 4294967294',
+        "admin.operators[2]": '"user:root": unknown form; an entry is "NAME" (a user), "uid:N",'
+        ' "group:NAME" or "gid:N"',
+    }
+
+
+def test_admin_roles_must_be_an_array() -> None:
+    key, msg = only_problem('[admin]\noperators = "root"\n')
+    assert key == "admin.operators"
+    assert msg.startswith('expected an array like ["alice", "uid:1001", "group:ops", "gid:50"]')
 
 
 def test_socket_path_over_the_unix_limit_is_refused_at_admin_socket() -> None:
@@ -1108,7 +1154,14 @@ def test_every_commented_key_in_the_example_is_valid_when_uncommented() -> None:
     ]
     assert sum(line.startswith("# ") for line in lines) > 0, "only prose stays commented"
     text = "\n".join(lines).replace("/opt/myapp/venv/bin/python", sys.executable)
+    # The example's user and group are a production host's; they must exist where it is read.
+    here = {"alice": HOST_USER, "schedd": HOST_GROUP, "group:schedd": f"group:{HOST_GROUP}"}
+    for name, local in here.items():
+        text = text.replace(f'"{name}"', f'"{local}"')
     config = parse_config(text, base_dir=EXAMPLE.parent)
+    assert config.admin.group == HOST_GROUP
+    assert config.admin.readers == (f"group:{HOST_GROUP}",)
+    assert config.admin.operators == (HOST_USER, "uid:1001")
     assert config.workers.pythonpath == ("/opt/myapp/src",)
     assert config.tenants["reports"].retry_budget == Rate(100, 600_000)
     assert config.defaults.policies.limits.open_files == 1024

@@ -1,0 +1,169 @@
+"""Command-line flags → the tables ``schedules.add`` and ``submit`` take.
+
+A schedule added with ``schedctl schedules add`` is the same thing as a ``[schedules.NAME]``
+table in ``schedd.toml``, so the flags build exactly that table: the same keys, and values as
+the user typed them (``--timeout 10m`` becomes ``timeout = "10m"``). The daemon validates it
+with the config's own rules and names a bad value ``spec.<key>``; schedctl never re-implements
+those rules, so the two cannot drift apart.
+
+What is checked here is only what the daemon cannot see: which flags were combined (a trigger
+given twice, ``--cwd`` on a Python task) and text that must become JSON before it can be sent
+(``--args``, ``--env``). Those errors name the flag, and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from schedd.errors import InvalidArgument
+
+ArgvArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="-- ARGV",
+        help="The command to run and its arguments, after `--`.",
+        show_default=False,
+    ),
+]
+PythonOpt = Annotated[
+    str | None,
+    typer.Option("--python", metavar="MODULE:FUNC", help="Run a Python callable instead."),
+]
+ArgsOpt = Annotated[
+    str | None,
+    typer.Option("--args", metavar="JSON", help="With --python: positional arguments (array)."),
+]
+KwargsOpt = Annotated[
+    str | None,
+    typer.Option("--kwargs", metavar="JSON", help="With --python: keyword arguments (object)."),
+]
+ShellOpt = Annotated[bool, typer.Option("--shell", help="Run the one ARGV string with /bin/sh -c.")]
+CwdOpt = Annotated[
+    str | None, typer.Option("--cwd", metavar="DIR", help="The command's working directory.")
+]
+EnvOpt = Annotated[
+    list[str] | None,
+    typer.Option("--env", metavar="NAME=VALUE", help="Set a variable (repeatable)."),
+]
+TimeoutOpt = Annotated[
+    str | None, typer.Option("--timeout", metavar="DUR", help="Kill a run after this (10m).")
+]
+RetriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--retries", metavar="N", min=0, help="Retries after a failed first attempt (0: none)."
+    ),
+]
+OverlapOpt = Annotated[
+    str | None,
+    typer.Option("--overlap", metavar="POLICY", help="skip, queue_one, allow or replace."),
+]
+TenantOpt = Annotated[
+    str | None,
+    typer.Option("--tenant", metavar="NAME", help="Charge retries to this [tenants.NAME]."),
+]
+
+
+def task_table(
+    argv: list[str] | None,
+    *,
+    python: str | None = None,
+    args: str | None = None,
+    kwargs: str | None = None,
+    shell: bool = False,
+    cwd: str | None = None,
+    env: list[str] | None = None,
+    timeout: str | None = None,
+    retries: int | None = None,
+    overlap: str | None = None,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    """The task keys of a schedule table (``submit``'s ``task``), from the task flags."""
+    table: dict[str, Any]
+    if argv and python is not None:
+        raise InvalidArgument("give either a command after `--` or --python MODULE:FUNC, not both")
+    if python is not None:
+        _only_for("a command (after `--`)", cwd=cwd, env=env or None, shell=shell or None)
+        table = {"python": python}
+        if args is not None:
+            table["args"] = _json(args, "--args", list, "an array, e.g. '[1, \"x\"]'")
+        if kwargs is not None:
+            table["kwargs"] = _json(kwargs, "--kwargs", dict, "an object, e.g. '{\"n\": 1}'")
+    elif argv:
+        _only_for("--python", args=args, kwargs=kwargs)
+        table = {"command": _command(argv, shell)}
+        if shell:
+            table["shell"] = True
+        if cwd is not None:
+            table["cwd"] = cwd
+        if env:
+            table["env"] = _env(env)
+    else:
+        raise InvalidArgument(
+            "missing the task: give the command after `--` (e.g. `-- /bin/echo hello`)"
+            " or --python MODULE:FUNC"
+        )
+    optional = {"timeout": timeout, "overlap": overlap, "tenant": tenant}
+    table.update({k: v for k, v in optional.items() if v is not None})
+    if retries is not None:
+        table["retry"] = {"max_attempts": retries + 1}
+    return table
+
+
+def schedule_table(
+    task: dict[str, Any],
+    *,
+    cron: str | None = None,
+    every: str | None = None,
+    at: str | None = None,
+    timezone: str | None = None,
+    jitter: str | None = None,
+    misfire: str | None = None,
+) -> dict[str, Any]:
+    """A ``[schedules.NAME]`` table: one trigger, its timing flags, and ``task``'s keys."""
+    triggers = {k: v for k, v in {"cron": cron, "every": every, "at": at}.items() if v is not None}
+    if len(triggers) != 1:
+        given = ", ".join(f"--{k}" for k in triggers) or "none"
+        raise InvalidArgument(f"give exactly one of --cron, --every, --at (given: {given})")
+    optional = {"timezone": timezone, "jitter": jitter, "misfire": misfire}
+    return {**triggers, **{k: v for k, v in optional.items() if v is not None}, **task}
+
+
+def _only_for(kind: str, **flags: object) -> None:
+    for name, value in flags.items():
+        if value is not None:
+            raise InvalidArgument(f"--{name} works only with {kind}")
+
+
+def _command(argv: list[str], shell: bool) -> str | list[str]:
+    if not shell:
+        return argv
+    if len(argv) != 1:
+        raise InvalidArgument(
+            f"--shell takes one string after `--`, the script for /bin/sh -c (got {len(argv)});"
+            " quote it: -- 'echo a; echo b'"
+        )
+    return argv[0]
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InvalidArgument(f"--env: expected NAME=VALUE, got {pair!r}")
+        env[name] = value
+    return env
+
+
+def _json(text: str, flag: str, kind: type, example: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{flag}: not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, kind):
+        raise InvalidArgument(f"{flag}: expected {example}, got {text!r}")
+    return value

@@ -1,0 +1,25 @@
+"""What every mixin of the SQLite store needs from the class it is mixed into.
+
+:class:`~schedd.store.sqlite.SqliteStore` owns the connections; each mixin (schedules, intake,
+firings, backlog) holds one part of the contract and reaches the database only through these
+two methods, so no mixin can bypass the group-committing writer or write on the reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import aiosqlite
+
+T = TypeVar("T")
+
+
+class StoreMixin:
+    async def _write(self, unit: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run ``unit`` in the next group-committed write transaction."""
+        raise NotImplementedError
+
+    async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """One query on the read-only connection, as its own short transaction."""
+        raise NotImplementedError
