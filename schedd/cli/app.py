@@ -64,6 +64,9 @@ def main_callback(
             "-s",
             help=f"The admin socket [default: ${SOCKET_ENV}, else --config, else {DEFAULT_SOCKET}]",
             show_default=False,
+            # Connecting needs write permission on the socket, not read: let connect() decide
+            # (and explain) instead of click refusing a 0660 socket as "not readable".
+            readable=False,
         ),
     ] = None,
     config: Annotated[
