@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +143,25 @@ def test_a_socket_the_user_may_not_open_is_exit_4_saying_what_grants_access(
     assert "[admin] readers" in r.stderr
     assert "[admin] operators" in r.stderr
     assert "group" in r.stderr
+
+
+def test_sighup_reloads_like_schedctl_reload_and_survives_a_bad_file(
+    daemon_factory: Any,
+) -> None:
+    d: Daemon = daemon_factory(base_config(schedule("kept", "0 1 * * *")))
+    proc = d.start()
+    d.config.write_text(base_config(schedule("kept", "0 1 * * *") + schedule("new", "0 5 * * *")))
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    # There is no reply to a signal: poll the observable result, each poll a real request.
+    while "new" not in {s["name"] for s in d.ctl_json("schedules", "list")["schedules"]}:
+        assert time.monotonic() < deadline, d.logs()
+    assert "reloaded: 1 schedule(s) added" in d.logs()
+
+    d.config.write_text("this is [not toml\n")
+    proc.send_signal(signal.SIGHUP)
+    while "reload on SIGHUP failed" not in d.logs():
+        assert time.monotonic() < deadline, d.logs()
+        d.ctl_json("status")  # the daemon keeps answering meanwhile
+    assert proc.poll() is None
+    assert {s["name"] for s in d.ctl_json("schedules", "list")["schedules"]} == {"kept", "new"}
