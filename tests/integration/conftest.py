@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,22 +90,28 @@ class Daemon:
             return client.call(op, args)
 
 
-def lines_of(path: Path, count: int, within_s: float = 30.0) -> list[str]:
-    """The first ``count`` lines a task appends to ``path``, once they are there.
+class TaskSignal:
+    """A named pipe a task writes to when it has reached a point, so a test blocks on the event.
 
-    A run is ``running`` in the store from its spawn, before its shell has written anything, so
-    a test reading a task's probe file must wait for the lines themselves (polling with a
-    deadline: there is no event for another process's write).
+    A run is ``running`` in the store from its spawn, before its shell has done anything; a test
+    that needs the task to have *acted* (written its probe line) waits here. The test holds the
+    pipe open read-write, so a task's ``echo > PIPE`` never blocks and ``select`` wakes on its
+    bytes.
     """
-    deadline = time.monotonic() + within_s
-    while True:
-        text = path.read_text() if path.exists() else ""
-        lines = [line for line in text.splitlines() if line]
-        if len(lines) >= count:
-            return lines[:count]
-        if time.monotonic() > deadline:
-            pytest.fail(f"{path} has {len(lines)} of {count} lines after {within_s}s: {text!r}")
-        time.sleep(0.01)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        os.mkfifo(path)
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    def wait(self, within_s: float = 30.0) -> bytes:
+        ready, _, _ = select.select([self._fd], [], [], within_s)
+        if not ready:
+            pytest.fail(f"no task wrote to {self.path} within {within_s}s")
+        return os.read(self._fd, 4096)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from schedd.store.schema import SCHEMA_VERSION
-from tests.integration.conftest import Daemon, base_config, lines_of
+from tests.integration.conftest import Daemon, TaskSignal, base_config
 
 TICK = """
 [schedules.tick]
@@ -102,10 +102,11 @@ def test_sigkill_during_a_run_reruns_it_with_the_same_key_and_next_attempt(
     daemon_factory: Any, workdir: Path
 ) -> None:
     probe = workdir / "probe.log"
+    recorded = TaskSignal(workdir / "recorded.fifo")
     at = soon(1.5)
-    # Attempt 1 records itself and hangs; any later attempt records itself and succeeds.
+    # Attempt 1 records itself, says so, and hangs; any later attempt records itself and succeeds.
     script = (
-        f'echo "$SCHEDD_IDEMPOTENCY_KEY $SCHEDD_ATTEMPT $$" >> {probe};'
+        f'echo "$SCHEDD_IDEMPOTENCY_KEY $SCHEDD_ATTEMPT $$" >> {probe}; echo >> {recorded.path};'
         ' [ "$SCHEDD_ATTEMPT" != 1 ] || exec sleep 300'
     )
     d: Daemon = daemon_factory(base_config(one_shot("once", at, script)))
@@ -113,8 +114,8 @@ def test_sigkill_during_a_run_reruns_it_with_the_same_key_and_next_attempt(
     key = f"once@{at}"
     running = d.call("wait", key=key, states=["running"], timeout_ms=30_000)
     assert running["done"], d.logs()
-    [first] = lines_of(probe, 1)
-    first_key, attempt, pid = first.split()
+    recorded.wait()  # kept open: attempt 2 writes to it too, and a pipe without a reader blocks
+    first_key, attempt, pid = probe.read_text().split()
     assert (first_key, attempt) == (key, "1")
     orphan = os.pidfd_open(int(pid))
 
@@ -130,6 +131,7 @@ def test_sigkill_during_a_run_reruns_it_with_the_same_key_and_next_attempt(
     # The first run's process group did not survive the restart: no two runs of one key overlap.
     assert select.select([orphan], [], [], 10)[0] == [orphan], "the orphaned run was not killed"
     os.close(orphan)
+    recorded.close()
     runs = d.ctl_json("runs", "list", "--schedule", "once")["runs"]
     assert [(r["attempt"], r["state"]) for r in runs] == [(2, "succeeded"), (1, "lost")]
 
