@@ -203,6 +203,11 @@ class Policies:
     limits: Limits = NO_LIMITS
     #: An argv run (with the firing's details in its environment) when a firing is quarantined.
     on_quarantine: tuple[str, ...] | None = None
+    #: Alarm when no run of the schedule succeeded for this long (a schedule that silently stops
+    #: succeeding is the failure cron never reports); None: no expectation.
+    expect_success_within_ms: int | None = None
+    #: An argv run when that window passes without a success.
+    on_overdue: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +289,14 @@ def policies_to_json(p: Policies) -> dict[str, Any]:
             "core_bytes": p.limits.core_bytes,
         },
         "on_quarantine": None if p.on_quarantine is None else list(p.on_quarantine),
+        # Written only when set, so schedules without them keep the digest they had before the
+        # keys existed (an upgrade must not report every schedule "changed").
+        **(
+            {}
+            if p.expect_success_within_ms is None
+            else {"expect_success_within_ms": p.expect_success_within_ms}
+        ),
+        **({} if p.on_overdue is None else {"on_overdue": list(p.on_overdue)}),
     }
 
 
@@ -299,6 +312,10 @@ def policies_from_json(d: Mapping[str, Any]) -> Policies:
         overlap=Overlap(d["overlap"]),
         timeout_ms=None if d.get("timeout_ms") is None else int(d["timeout_ms"]),
         kill_grace_ms=int(d["kill_grace_ms"]),
+        expect_success_within_ms=None
+        if d.get("expect_success_within_ms") is None
+        else int(d["expect_success_within_ms"]),
+        on_overdue=None if d.get("on_overdue") is None else tuple(d["on_overdue"]),
     )
 
 

@@ -34,7 +34,7 @@ from schedd.store.records import ReconcileSummary
 log = logging.getLogger("schedd")
 
 #: Sections whose settings are fixed at start-up (schedules, defaults and access are live).
-_FIXED = ("daemon", "store", "admin", "workers", "logging", "tenants")
+_FIXED = ("daemon", "store", "admin", "workers", "logging", "tenants", "metrics", "heartbeat")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ from schedd.config.sections import (
     Config,
     DaemonConfig,
     Defaults,
+    HeartbeatConfig,
     LoggingConfig,
+    MetricsConfig,
     StoreConfig,
     TenantConfig,
     WorkersConfig,
@@ -53,6 +55,8 @@ def build(doc: Mapping[str, object], root: At, sha256: str) -> Config:
     admin = _admin(values("admin"), state_dir, state_dir_ok, root / "admin")
     workers = _workers(values("workers"), raw("workers"), root / "workers")
     logging = LoggingConfig(**values("logging"))
+    metrics = MetricsConfig(**values("metrics"))
+    heartbeat = HeartbeatConfig(**values("heartbeat"))
     defaults = _defaults(values("defaults"), root / "defaults")
     tenants = _tenants(raw("tenants"), root / "tenants")
     return Config(
@@ -64,6 +68,8 @@ def build(doc: Mapping[str, object], root: At, sha256: str) -> Config:
         workers=workers,
         logging=logging,
         defaults=defaults,
+        metrics=metrics,
+        heartbeat=heartbeat,
         tenants=MappingProxyType(tenants),
         schedules=_schedules(raw("schedules"), defaults, raw("tenants"), root / "schedules"),
     )

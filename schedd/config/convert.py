@@ -14,6 +14,7 @@ import datetime as dt
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -131,6 +132,24 @@ def group(value: object, at: At) -> str:
     return name
 
 
+def listen_address(value: object, at: At) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:9464"`` for IPv6): where an HTTP endpoint listens."""
+    textual = text(value, at)
+    host, sep, port = textual.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise expected('"HOST:PORT", e.g. "127.0.0.1:9464"', value)
+    return host, int(port)
+
+
+def http_url(value: object, at: At) -> str:
+    url = text(value, at)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise expected('an http(s) URL, e.g. "https://hc-ping.com/UUID"', value)
+    return url
+
+
 def zone(value: object, at: At) -> str:
     name = text(value, at)
     try:
@@ -163,6 +182,15 @@ def report_bad_name(name: str, what: str, at: At) -> None:
 def path(value: object, at: At) -> Path:
     """Relative to the config file's directory (see the package docstring)."""
     return at.ctx.base_dir / text(value, at)
+
+
+def prom_file(value: object, at: At) -> Path:
+    """node_exporter's textfile collector reads only ``*.prom`` files: any other name is a typo
+    that would silently export nothing."""
+    found = path(value, at)
+    if found.suffix != ".prom":
+        raise Invalid(f"{found} must end in .prom (node_exporter reads only *.prom files)")
+    return found
 
 
 def executable(value: object, at: At) -> str:

@@ -51,6 +51,18 @@ WORKERS: Schema = {
 }
 LOGGING: Schema = {
     "level": Key("level", c.choice("debug", "info", "warning", "error")),
+    "format": Key("format", c.choice("text", "json")),
+}
+METRICS: Schema = {
+    "listen": Key("listen", c.listen_address),
+    "textfile": Key("textfile", c.prom_file),
+    "textfile_interval": Key("textfile_interval_ms", c.duration()),
+}
+HEARTBEAT: Schema = {
+    "url": Key("url", c.http_url),
+    "interval": Key("interval_ms", c.duration()),
+    "method": Key("method", c.choice("GET", "POST")),
+    "timeout": Key("timeout_ms", c.duration()),
 }
 #: Fields of ``model.Retry``.
 RETRY: Schema = {
@@ -76,6 +88,8 @@ POLICIES: Schema = {
     "retry": Key("retry", subtable(RETRY)),
     "limits": Key("limits", subtable(LIMITS)),
     "on_quarantine": Key("on_quarantine", c.argv),
+    "expect_success_within": Key("expect_success_within_ms", c.duration()),
+    "on_overdue": Key("on_overdue", c.argv),
 }
 _TIMING: Schema = {
     "jitter": Key("jitter_ms", c.duration(allow_zero=True)),
@@ -117,6 +131,8 @@ SECTIONS: Mapping[str, Schema] = {
     "admin": ADMIN,
     "workers": WORKERS,
     "logging": LOGGING,
+    "metrics": METRICS,
+    "heartbeat": HEARTBEAT,
     "defaults": DEFAULTS,
     "tenants": {},
     "schedules": {},

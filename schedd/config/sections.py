@@ -75,6 +75,27 @@ class WorkersConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``text``: one readable line per event; ``json``: one JSON object per line, for shippers.
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    #: ``(host, port)`` of the HTTP scrape endpoint; None: no listener (``schedctl metrics``
+    #: still answers).
+    listen: tuple[str, int] | None = None
+    #: A node_exporter textfile-collector file, rewritten atomically every interval.
+    textfile: Path | None = None
+    textfile_interval_ms: int = 15_000
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    #: The outside monitor's ping URL (healthchecks-style); None: no heartbeat.
+    url: str | None = None
+    interval_ms: int = 60_000
+    method: Literal["GET", "POST"] = "GET"
+    timeout_ms: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -105,6 +126,8 @@ class Config:
     workers: WorkersConfig
     logging: LoggingConfig
     defaults: Defaults
+    metrics: MetricsConfig
+    heartbeat: HeartbeatConfig
     #: By name; every ``ScheduleSpec.tenant`` is a key here.
     tenants: Mapping[str, TenantConfig]
     schedules: tuple[model.ScheduleSpec, ...]

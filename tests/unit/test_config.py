@@ -305,7 +305,7 @@ def test_misspelt_schedule_key_never_falls_back_to_the_default() -> None:
 def test_unknown_key_without_a_close_match_lists_the_known_ones() -> None:
     key, msg = only_problem("[logging]\nzzz = 1\n")
     assert key == "logging.zzz"
-    assert msg == "unknown key (known: level)"
+    assert msg == "unknown key (known: format, level)"
 
 
 def test_misspelt_section_suggests_the_section() -> None:
