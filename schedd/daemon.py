@@ -31,7 +31,7 @@ import socket
 from functools import partial
 from pathlib import Path
 
-from schedd import __version__
+from schedd import __version__, failpoints
 from schedd.admin.access import Access
 from schedd.admin.ops import AdminOps, DaemonView
 from schedd.admin.server import AdminServer
@@ -41,6 +41,7 @@ from schedd.config import Config
 from schedd.dispatcher import Dispatcher
 from schedd.errors import ScheddError
 from schedd.events import FiringEvents
+from schedd.health import Health, stall_ms_for
 from schedd.hooks import Hooks
 from schedd.planner import initial_marks
 from schedd.ratelimit import Budgets
@@ -50,6 +51,7 @@ from schedd.sdnotify import Notifier
 from schedd.statelock import StateLock
 from schedd.store.sqlite import SqliteStore
 from schedd.timer import Timer
+from schedd.watchdog import supervise
 from schedd.workers.environment import build_env
 from schedd.workers.limits import LimitedLauncher
 from schedd.workers.pool import PoolSettings, WorkerPool
@@ -65,6 +67,7 @@ HOOK_GRACE_MS = 10_000
 async def serve(config: Config, clock: Clock, *, notifier: Notifier | None = None) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     notifier = notifier or Notifier()
+    failpoints.arm_from_env()
     stop, hup = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -151,6 +154,11 @@ async def _run(
     runner.start()
     dispatch_task = asyncio.create_task(dispatcher.run(), name="schedd-dispatch")
     hup_task = asyncio.create_task(_reload_on_hup(hup, reloader, notifier), name="schedd-sighup")
+    health = Health(timer, dispatcher, clock, stall_ms=stall_ms_for(notifier.watchdog_ms))
+    watchdog_task = asyncio.create_task(
+        supervise(notifier, health, clock, partial(_status_line, store, runner, clock)),
+        name="schedd-watchdog",
+    )
     notifier.notify("READY=1", f"STATUS=serving {config.path} ({resumed} firing(s) resumed)")
     log.info(
         "schedd %s ready: pid %d, store %s, socket %s",
@@ -168,7 +176,7 @@ async def _run(
     finally:
         notifier.notify("STOPPING=1")
         log.info("stopping: no new firings; letting running tasks finish")
-        for task in (hup_task, dispatch_task):
+        for task in (watchdog_task, hup_task, dispatch_task):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -251,6 +259,16 @@ async def _reload_on_hup(hup: asyncio.Event, reloader: Reloader, notifier: Notif
             log.error("reload on SIGHUP failed; still running the previous config:\n%s", exc)
         finally:
             notifier.notify("READY=1")
+
+
+async def _status_line(store: SqliteStore, runner: Runner, clock: Clock) -> str:
+    """One line for ``systemctl status``: how much is scheduled, queued and how late."""
+    oldest = [d.oldest_ready_due_ms for d in await store.lanes() if d.oldest_ready_due_ms]
+    lag = f", lag {max(0, clock.wall_ms() - min(oldest))} ms" if oldest else ""
+    return (
+        f"{await store.count_schedules()} schedule(s), {runner.queued} ready,"
+        f" {runner.busy} running{lag}"
+    )
 
 
 def node_identity() -> dict[str, str | None]:

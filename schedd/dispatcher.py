@@ -85,6 +85,8 @@ class Dispatcher:
         self.last_fired_wall_ms: int | None = None
         self.committed = 0
         self.passes = 0
+        #: Why the last commit failed, until one succeeds again (health reads it).
+        self.failing: str | None = None
 
     async def run(self) -> None:
         await self.refill()
@@ -170,6 +172,7 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failed commit
             self._try_again("s", ids, now, exc)
             return
+        self.failing = None
         for sid in ids:
             if sid not in rearm:
                 self._python_due.pop(sid, None)
@@ -193,6 +196,7 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failed commit
             self._try_again("r", firing_ids, now, exc)
             return
+        self.failing = None
         for due, fid in batch.not_due:  # the wall clock is behind: never early
             self._timer.arm(("r", fid), due)
         for ticket in batch.tickets:
@@ -202,6 +206,7 @@ class Dispatcher:
     def _try_again(self, kind: str, ids: list[int], now: int, exc: Exception) -> None:
         """A commit failed (disk full, I/O error): nothing started; re-arm the handles."""
         log.error("committing %d %r handle(s) failed, retrying: %s", len(ids), kind, exc)
+        self.failing = str(exc) or type(exc).__name__
         for i in ids:
             self._timer.arm((kind, i), now + RETRY_MS)
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Mapping
 
 
 class Notifier:
-    def __init__(self, address: str | None = None) -> None:
-        self._address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
+    def __init__(self, address: str | None = None, environ: Mapping[str, str] = os.environ) -> None:
+        self._address = address if address is not None else environ.get("NOTIFY_SOCKET")
+        self.watchdog_ms = _watchdog_ms(environ)
 
     @property
     def enabled(self) -> bool:
@@ -30,3 +32,12 @@ class Notifier:
         with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.connect(addr)
             s.sendall("\n".join(fields).encode())
+
+
+def _watchdog_ms(environ: Mapping[str, str]) -> int | None:
+    """``WatchdogSec=`` as systemd passes it (``sd_watchdog_enabled``): ``WATCHDOG_USEC``, for
+    this process only if ``WATCHDOG_PID`` is unset or names it."""
+    usec, pid = environ.get("WATCHDOG_USEC", ""), environ.get("WATCHDOG_PID")
+    if not usec.isdigit() or int(usec) == 0 or (pid is not None and pid != str(os.getpid())):
+        return None
+    return max(1, int(usec) // 1000)

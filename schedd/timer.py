@@ -25,6 +25,7 @@ import logging
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from schedd import failpoints
 from schedd.aio import wait_first
 from schedd.clock import Clock
 from schedd.wheel import TimingWheel
@@ -54,6 +55,9 @@ class Timer:
         self._wake = asyncio.Event()
         self._sleeping_until: int | None = None  # None: awake
         self.jumps = ClockJumps()
+        #: Monotonic ms of the loop's last wake-up: it wakes at least every ``JUMP_CHECK_MS``
+        #: while the dispatch loop is waiting here, so an old value means the loop is stuck.
+        self.last_wake_mono_ms = clock.monotonic_ms()
 
     def __len__(self) -> int:
         return len(self._wheel)
@@ -77,8 +81,10 @@ class Timer:
     async def expired(self) -> list[Hashable]:
         """Wait until at least one handle expires; return all expired keys, earliest first."""
         while True:
+            await failpoints.hit("timer_wake")
             self._check_offset()
             mono = self._clock.monotonic_ms()
+            self.last_wake_mono_ms = mono
             popped = self._wheel.advance(max(mono, self._wheel.now_ms))
             if popped:
                 return [key for key, _ in popped]
