@@ -23,11 +23,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
 
 from schedd.clock import Clock
 from schedd.events import FiringEvents
 from schedd.hooks import Hooks
 from schedd.keys import format_instant
+from schedd.logs import Event
 from schedd.model import CommandTask, FiringState, PythonTask, RunOutcome
 from schedd.payload import RunPayload
 from schedd.policies import BUDGET_EXHAUSTED, after_run
@@ -42,6 +44,26 @@ from schedd.workers.pool import PythonCall, WorkerPool
 from schedd.workers.procs import ProcessIdentity
 
 log = logging.getLogger("schedd.runner")
+
+
+class RunObserver(Protocol):
+    """Who hears of every run's start and end (metrics, overdue detection); must not block."""
+
+    def run_started(self, ticket: Ticket, lateness_ms: int | None) -> None: ...
+
+    def run_finished(
+        self, ticket: Ticket, outcome: RunOutcome, state: FiringState, duration_ms: int
+    ) -> None: ...
+
+
+class _Unobserved:
+    def run_started(self, ticket: Ticket, lateness_ms: int | None) -> None:
+        pass
+
+    def run_finished(
+        self, ticket: Ticket, outcome: RunOutcome, state: FiringState, duration_ms: int
+    ) -> None:
+        pass
 
 
 class Attempts:
@@ -73,6 +95,8 @@ class Attempts:
         #: Told ``(firing_id, retry_at_ms)`` of each scheduled retry (the dispatcher arms it;
         #: set after construction, as the dispatcher itself needs the runner built on this).
         self.on_retry: Callable[[int, int], None] = lambda firing_id, retry_at_ms: None
+        #: Set by the daemon (metrics, overdue); tests leave it silent.
+        self.observer: RunObserver = _Unobserved()
         self._rand = rand
         self.started = 0
         self.finished = 0
@@ -92,22 +116,31 @@ class Attempts:
         async def on_spawn(ident: ProcessIdentity) -> None:
             nonlocal run_id
             ref = ProcessRef(ident.pid, ident.pgid, ident.start_ticks)
-            run_id = await self._store.start_run(ticket, ref, self._clock.wall_ms())
+            now = self._clock.wall_ms()
+            run_id = await self._store.start_run(ticket, ref, now)
             self.started += 1
             self._events.changed(ticket.key, ticket.schedule)
+            # Lateness is the scheduler's own: a first attempt against its occurrence. A retry's
+            # start is decided by its backoff, not by how punctual the scheduler was.
+            self.observer.run_started(
+                ticket, now - ticket.scheduled_for_ms if ticket.attempt == 1 else None
+            )
             log.info(
                 "run started: schedule=%s key=%s attempt=%d pid=%d",
                 ticket.schedule,
                 ticket.key,
                 ticket.attempt,
                 ident.pid,
+                extra=_event(ticket, pid=ident.pid),
             )
 
         started = self._clock.monotonic_ms()
         result = await self._execute(payload, firing_vars, on_spawn, stop)
         if run_id is None:  # it never started (spawn failed): record the attempt anyway
             run_id = await self._store.start_run(ticket, None, self._clock.wall_ms())
-        await self._record(ticket, payload, run_id, result, firing_vars)
+        state = await self._record(ticket, payload, run_id, result, firing_vars)
+        duration = self._clock.monotonic_ms() - started
+        self.observer.run_finished(ticket, result.outcome, state, duration)
         log.log(
             logging.INFO if result.outcome is RunOutcome.SUCCEEDED else logging.WARNING,
             "run finished: schedule=%s key=%s attempt=%d outcome=%s duration_ms=%d%s",
@@ -115,8 +148,14 @@ class Attempts:
             ticket.key,
             ticket.attempt,
             result.outcome.value,
-            self._clock.monotonic_ms() - started,
+            duration,
             f" reason={result.reason!r}" if result.reason else "",
+            extra=_event(
+                ticket,
+                outcome=result.outcome.value,
+                duration_ms=duration,
+                reason=result.reason,
+            ),
         )
         return result.outcome
 
@@ -170,7 +209,8 @@ class Attempts:
         run_id: int,
         result: RunResult,
         firing_vars: dict[str, str],
-    ) -> None:
+    ) -> FiringState:
+        """Store the run's end and its firing's next state; announce retries and quarantine."""
         crashed = result.outcome is RunOutcome.CRASH
         verdict = after_run(
             result.outcome,
@@ -213,6 +253,7 @@ class Attempts:
                 ticket.key,
                 ticket.attempt + 1,
                 format_instant(verdict.retry_at_ms),
+                extra=_event(ticket, outcome="retry_scheduled"),
             )
             self.on_retry(ticket.firing_id, verdict.retry_at_ms)
         elif verdict.state is FiringState.QUARANTINED:
@@ -223,9 +264,34 @@ class Attempts:
                 ticket.key,
                 reason,
                 ticket.firing_id,
+                extra=_event(ticket, outcome="quarantined", reason=reason),
             )
             hook = payload.policies.on_quarantine
             if hook:
                 self._hooks.quarantined(
                     hook, firing_vars, firing_id=ticket.firing_id, reason=reason
                 )
+        return verdict.state
+
+
+def _event(
+    ticket: Ticket,
+    *,
+    pid: int | None = None,
+    outcome: str | None = None,
+    duration_ms: int | None = None,
+    reason: str | None = None,
+) -> Event:
+    """A run log line's structured fields (``[logging] format = "json"`` lifts them out)."""
+    event = Event(
+        schedule=ticket.schedule, key=ticket.key, firing=ticket.firing_id, attempt=ticket.attempt
+    )
+    if pid is not None:
+        event["pid"] = pid
+    if outcome is not None:
+        event["outcome"] = outcome
+    if duration_ms is not None:
+        event["duration_ms"] = duration_ms
+    if reason is not None:
+        event["reason"] = reason
+    return event

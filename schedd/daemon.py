@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
 
@@ -42,14 +43,20 @@ from schedd.dispatcher import Dispatcher
 from schedd.errors import ScheddError
 from schedd.events import FiringEvents
 from schedd.health import Health, stall_ms_for
+from schedd.heartbeat import Heartbeat
 from schedd.hooks import Hooks
+from schedd.metrics import Metrics
+from schedd.metrics_http import MetricsServer, serve_metrics, write_textfile_forever
+from schedd.overdue import OverdueWatch
 from schedd.planner import initial_marks
 from schedd.ratelimit import Budgets
 from schedd.reload import Reloader, describe
 from schedd.runner import Runner
 from schedd.sdnotify import Notifier
 from schedd.statelock import StateLock
+from schedd.store.contract import Store
 from schedd.store.sqlite import SqliteStore
+from schedd.telemetry import Telemetry
 from schedd.timer import Timer
 from schedd.watchdog import supervise
 from schedd.workers.environment import build_env
@@ -109,32 +116,17 @@ async def _run(
     log.info("config %s: %s", config.path, describe(summary))
 
     events = FiringEvents(clock)
-    workers = config.workers
     launcher = LimitedLauncher()
     pool = _pool(config, clock)
-    hooks = Hooks(clock, launcher, inherited_env=os.environ, env_allow=workers.env_allow)
-    budgets = Budgets(
-        {n: t.retry_budget for n, t in config.tenants.items() if t.retry_budget is not None},
-        clock.monotonic_ms(),
-    )
+    hooks = Hooks(clock, launcher, inherited_env=os.environ, env_allow=config.workers.env_allow)
     timer = Timer(clock)
-    attempts = Attempts(
-        store,
-        clock,
-        events,
-        pool=pool,
-        launcher=launcher,
-        hooks=hooks,
-        budgets=budgets,
-        inherited_env=os.environ,
-        env_allow=workers.env_allow,
-        output_tail_bytes=workers.output_tail_bytes,
-    )
-    runner = Runner(store, clock, events, attempts, pool, max_workers=workers.max)
+    attempts = _attempts(config, clock, store, events, pool, launcher, hooks)
+    runner = Runner(store, clock, events, attempts, pool, max_workers=config.workers.max)
     dispatcher = Dispatcher(store, timer, runner, events, clock, horizon_ms=config.store.horizon_ms)
     attempts.on_retry = dispatcher.retry_scheduled
     resumed = await _resume(store, runner)
     reloader = Reloader(config, store, dispatcher, clock)
+    telemetry = _telemetry(clock, store, hooks, timer, attempts, runner, dispatcher, reloader)
     view = DaemonView(
         config,
         store,
@@ -146,19 +138,20 @@ async def _run(
         started_wall,
         started_mono,
         reloader,
+        telemetry,
         node_identity(),
     )
     server = _admin_server(view)
     await server.start()
+    metrics_server = await _metrics_server(config, telemetry, clock)
     await pool.start()
     runner.start()
     dispatch_task = asyncio.create_task(dispatcher.run(), name="schedd-dispatch")
-    hup_task = asyncio.create_task(_reload_on_hup(hup, reloader, notifier), name="schedd-sighup")
     health = Health(timer, dispatcher, clock, stall_ms=stall_ms_for(notifier.watchdog_ms))
-    watchdog_task = asyncio.create_task(
-        supervise(notifier, health, clock, partial(_status_line, store, runner, clock)),
-        name="schedd-watchdog",
-    )
+    services = [
+        dispatch_task,
+        *_services(config, clock, notifier, health, telemetry, reloader, hup),
+    ]
     notifier.notify("READY=1", f"STATUS=serving {config.path} ({resumed} firing(s) resumed)")
     log.info(
         "schedd %s ready: pid %d, store %s, socket %s",
@@ -176,15 +169,117 @@ async def _run(
     finally:
         notifier.notify("STOPPING=1")
         log.info("stopping: no new firings; letting running tasks finish")
-        for task in (watchdog_task, hup_task, dispatch_task):
+        for task in reversed(services):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await runner.stop(config.daemon.shutdown_grace_ms)
         await hooks.close(HOOK_GRACE_MS)
         await pool.close()
+        if metrics_server is not None:
+            metrics_server.close()
+            await metrics_server.wait_closed()
         await server.close()
         log.info("stopped")
+
+
+def _attempts(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    events: FiringEvents,
+    pool: WorkerPool,
+    launcher: LimitedLauncher,
+    hooks: Hooks,
+) -> Attempts:
+    workers = config.workers
+    budgets = Budgets(
+        {n: t.retry_budget for n, t in config.tenants.items() if t.retry_budget is not None},
+        clock.monotonic_ms(),
+    )
+    return Attempts(
+        store,
+        clock,
+        events,
+        pool=pool,
+        launcher=launcher,
+        hooks=hooks,
+        budgets=budgets,
+        inherited_env=os.environ,
+        env_allow=workers.env_allow,
+        output_tail_bytes=workers.output_tail_bytes,
+    )
+
+
+def _telemetry(
+    clock: Clock,
+    store: Store,
+    hooks: Hooks,
+    timer: Timer,
+    attempts: Attempts,
+    runner: Runner,
+    dispatcher: Dispatcher,
+    reloader: Reloader,
+) -> Telemetry:
+    """Metrics and overdue detection, hooked to where runs end, batches commit and schedules
+    change."""
+    telemetry = Telemetry(
+        Metrics(),
+        OverdueWatch(clock, run_hook=hooks.overdue),
+        store=store,
+        runner=runner,
+        timer=timer,
+        clock=clock,
+    )
+    attempts.observer = telemetry
+    dispatcher.on_committed = telemetry.committed
+    reloader.watch, reloader.unwatch = telemetry.watch, telemetry.unwatch
+    return telemetry
+
+
+def _services(
+    config: Config,
+    clock: Clock,
+    notifier: Notifier,
+    health: Health,
+    telemetry: Telemetry,
+    reloader: Reloader,
+    hup: asyncio.Event,
+) -> list[asyncio.Task[None]]:
+    """The background loops beside dispatch: reload on SIGHUP, the watchdog and ``STATUS=``,
+    overdue detection, the heartbeat and the metrics textfile (the last two when configured)."""
+    runner, store = telemetry.runner, telemetry.store
+    loops: dict[str, Coroutine[None, None, None]] = {
+        "sighup": _reload_on_hup(hup, reloader, notifier),
+        "watchdog": supervise(notifier, health, clock, partial(_status_line, store, runner, clock)),
+        "overdue": telemetry.watch_overdue(),
+    }
+    if config.heartbeat.url is not None:
+        loops["heartbeat"] = Heartbeat(
+            config.heartbeat,
+            clock,
+            health.problem,
+            summary=lambda: f"schedd {__version__}: {runner.queued} ready, {runner.busy} running",
+            on_result=telemetry.metrics.heartbeat_sent,
+        ).run()
+    if config.metrics.textfile is not None:
+        loops["textfile"] = write_textfile_forever(
+            config.metrics.textfile, config.metrics.textfile_interval_ms, telemetry.render, clock
+        )
+    return [asyncio.create_task(loop, name=f"schedd-{name}") for name, loop in loops.items()]
+
+
+async def _metrics_server(
+    config: Config, telemetry: Telemetry, clock: Clock
+) -> MetricsServer | None:
+    if config.metrics.listen is None:
+        return None
+    host, port = config.metrics.listen
+    server = await serve_metrics(
+        host, port, telemetry.render, telemetry.metrics.content_type, clock=clock
+    )
+    log.info("metrics at http://%s:%d/metrics", host, port)
+    return server
 
 
 async def _recover(store: SqliteStore, now_ms: int) -> None:
@@ -261,7 +356,7 @@ async def _reload_on_hup(hup: asyncio.Event, reloader: Reloader, notifier: Notif
             notifier.notify("READY=1")
 
 
-async def _status_line(store: SqliteStore, runner: Runner, clock: Clock) -> str:
+async def _status_line(store: Store, runner: Runner, clock: Clock) -> str:
     """One line for ``systemctl status``: how much is scheduled, queued and how late."""
     oldest = [d.oldest_ready_due_ms for d in await store.lanes() if d.oldest_ready_due_ms]
     lag = f", lag {max(0, clock.wall_ms() - min(oldest))} ms" if oldest else ""

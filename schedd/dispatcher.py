@@ -87,6 +87,8 @@ class Dispatcher:
         self.passes = 0
         #: Why the last commit failed, until one succeeds again (health reads it).
         self.failing: str | None = None
+        #: Told the size of each write-ahead batch (metrics); set by the daemon.
+        self.on_committed: Callable[[int], None] = lambda firings: None
 
     async def run(self) -> None:
         await self.refill()
@@ -188,6 +190,7 @@ class Dispatcher:
         if tickets:
             self.committed += len(tickets)
             self.last_fired_wall_ms = now
+            self.on_committed(len(tickets))
 
     async def _start_retries(self, firing_ids: list[int]) -> None:
         now = self._clock.wall_ms()

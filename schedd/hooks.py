@@ -1,11 +1,12 @@
-"""The ``on_quarantine`` hook: tell someone a poison task was quarantined.
+"""Alarm hooks: ``on_quarantine`` (a poison task was quarantined) and ``on_overdue`` (a schedule
+has not succeeded within its ``expect_success_within``).
 
-Quarantine stops a task from eating workers, which also means nothing retries it: unless a
-human hears about it, the work is silently not done. So besides the warning in the log, an
-operator-supplied argv runs with the firing's details in its environment (DESIGN §5)::
+Both are work that is silently not done unless a human hears about it. So besides the log line,
+an operator-supplied argv runs with the details in its environment (DESIGN §5)::
 
-    SCHEDD_SCHEDULE  SCHEDD_IDEMPOTENCY_KEY  SCHEDD_ATTEMPT  SCHEDD_SCHEDULED_FOR
-    SCHEDD_FIRING_ID  SCHEDD_QUARANTINE_REASON
+    on_quarantine: SCHEDD_SCHEDULE  SCHEDD_IDEMPOTENCY_KEY  SCHEDD_ATTEMPT  SCHEDD_SCHEDULED_FOR
+                   SCHEDD_FIRING_ID  SCHEDD_QUARANTINE_REASON
+    on_overdue:    SCHEDD_SCHEDULE  SCHEDD_OVERDUE_SINCE  SCHEDD_LAST_SUCCESS
 
 The hook runs as a command task does (own process group, no inherited environment beyond the
 allow-list, bounded output) but outside the worker slots, so a pool full of poison cannot keep
@@ -54,6 +55,22 @@ class Hooks:
     ) -> None:
         """Start the hook in the background; ``firing`` holds the ``SCHEDD_*`` firing vars."""
         extra = {"SCHEDD_FIRING_ID": str(firing_id), "SCHEDD_QUARANTINE_REASON": reason}
+        self._start("on_quarantine", firing.get("SCHEDD_IDEMPOTENCY_KEY", ""), argv, firing, extra)
+
+    def overdue(self, argv: Sequence[str], details: Mapping[str, str]) -> None:
+        """Start the ``on_overdue`` hook; ``details`` are its ``SCHEDD_*`` variables."""
+        schedule = details.get("SCHEDD_SCHEDULE", "")
+        extra = {k: v for k, v in details.items() if k != "SCHEDD_SCHEDULE"}
+        self._start("on_overdue", schedule, argv, {"SCHEDD_SCHEDULE": schedule}, extra)
+
+    def _start(
+        self,
+        kind: str,
+        about: str,
+        argv: Sequence[str],
+        firing: Mapping[str, str],
+        extra: Mapping[str, str],
+    ) -> None:
         env = build_env(inherited=self._inherited, allow=self._allow, task_env=extra, firing=firing)
         request = CommandRequest(
             argv=tuple(argv),
@@ -64,7 +81,7 @@ class Hooks:
             kill_grace_ms=HOOK_KILL_GRACE_MS,
             output_tail_bytes=HOOK_OUTPUT_BYTES,
         )
-        task = asyncio.create_task(self._run(request, firing.get("SCHEDD_IDEMPOTENCY_KEY", "")))
+        task = asyncio.create_task(self._run(request, kind, about))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -77,17 +94,18 @@ class Hooks:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _run(self, request: CommandRequest, key: str) -> None:
+    async def _run(self, request: CommandRequest, kind: str, about: str) -> None:
         async def spawned(_: ProcessIdentity) -> None:
             pass
 
         result = await run_command(request, self._clock, on_spawn=spawned, launcher=self._launcher)
         if result.outcome is RunOutcome.SUCCEEDED:
-            log.info("on_quarantine hook for %s succeeded", key)
+            log.info("%s hook for %s succeeded", kind, about)
         else:
             log.error(
-                "on_quarantine hook for %s %s: %s; output: %r",
-                key,
+                "%s hook for %s %s: %s; output: %r",
+                kind,
+                about,
                 result.outcome.value,
                 result.reason,
                 result.output[-500:],

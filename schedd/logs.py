@@ -1,17 +1,47 @@
-"""Logging to stderr in a form journald and humans both read well.
+"""Logging to stderr, one event per line, in a form journald, log shippers and humans read well.
 
-Under systemd (``JOURNAL_STREAM`` set) each line starts with the syslog priority as ``<N>`` so
-journald files it at the right level, and no timestamp is printed (journald adds its own).
-Elsewhere lines carry a UTC timestamp.
+Two formats (``[logging] format``):
+
+* ``text``: ``2026-03-29 01:00:00.123 INFO schedd.attempt: run finished: schedule=...``. The
+  structured fields of a run event are already written out in the message.
+* ``json``: one object per line, ``{"ts", "level", "logger", "msg", <event fields>, "exc"}``;
+  the fields a record carries in ``extra=`` (only the names of :class:`Event`) become keys of
+  their own, so a shipper can filter on ``schedule`` or ``outcome`` without parsing ``msg``.
+  The line is pure ASCII (``ensure_ascii``): stderr falls back to backslash escapes for
+  characters its locale cannot encode (under systemd without a locale that can be ASCII), and
+  those would make the line invalid JSON, while ``\\u00e9`` is restored by every JSON parser.
+
+**journald.** When stderr *is* the journal stream (``JOURNAL_STREAM`` names the device and inode
+of our stderr, as systemd sets it), every line starts with the syslog priority as ``<N>``, which
+journald strips and files as the entry's ``PRIORITY``, and the text format leaves out its
+timestamp (journald adds its own). JSON lines get the prefix too: without it every entry would
+be filed at the unit's default priority, so ``journalctl -p err`` would miss our errors, and
+since journald removes the prefix before storing ``MESSAGE``, ``journalctl -o cat`` still shows
+pure JSON. The variable is inherited by every process a service starts, so its mere presence
+does not mean our stderr goes to the journal (a test harness, a redirect to a file); only the
+device and inode match does (systemd.exec(5) recommends exactly this check).
+
+**One line per event.** A JSON event is one line by construction. A text event that spans lines
+(a traceback, a task's error message with newlines in it) has its continuation lines indented,
+so every line that starts in column 0 (after the prefix) begins a new event and a message
+cannot forge one; under journald each continuation line carries the event's priority prefix too,
+since journald files every line as an entry of its own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
+from typing import Literal, TextIO, TypedDict
 
+from schedd.keys import format_instant
+
+LogFormat = Literal["text", "json"]
+
+#: syslog priorities by logging level, for journald's ``<N>`` prefix.
 _PRIORITY = {
     logging.DEBUG: 7,
     logging.INFO: 6,
@@ -19,23 +49,113 @@ _PRIORITY = {
     logging.ERROR: 3,
     logging.CRITICAL: 2,
 }
+#: Indentation of a text event's continuation lines.
+_CONTINUATION = "  "
 
 
-class _JournalFormatter(logging.Formatter):
+class Event(TypedDict, total=False):
+    """The structured fields of a run event, passed as ``extra=Event(...)``.
+
+    A TypedDict rather than free keywords so that mypy rejects a misspelt field at the call
+    site, and so that these names are the only ones the JSON format lifts out of a record.
+    """
+
+    schedule: str
+    key: str
+    firing: int
+    attempt: int
+    pid: int
+    outcome: str
+    duration_ms: int
+    reason: str
+
+
+#: The field names the JSON format copies from a record into the object, in this order.
+EVENT_FIELDS: tuple[str, ...] = tuple(Event.__annotations__)
+
+
+def _priority(record: logging.LogRecord) -> int:
+    return _PRIORITY.get(record.levelno, 6)
+
+
+class TextFormatter(logging.Formatter):
+    """The human format; with ``journal`` the ``<N>`` prefix replaces the timestamp."""
+
+    def __init__(self, *, journal: bool) -> None:
+        if journal:
+            super().__init__("%(name)s: %(message)s")
+        else:
+            super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            self.default_msec_format = "%s.%03d"
+            self.converter = time.gmtime
+        self._journal = journal
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+        first, *rest = super().format(record).split("\n")
+        lines = [first, *(_CONTINUATION + line for line in rest)]
+        if self._journal:
+            prefix = f"<{_priority(record)}>"
+            lines = [prefix + line for line in lines]
+        return "\n".join(lines)
 
 
-def setup_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        fmt.default_msec_format = "%s.%03d"
-        fmt.converter = time.gmtime
-        handler.setFormatter(fmt)
-    root = logging.getLogger("schedd")
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record; with ``journal`` behind the ``<N>`` prefix."""
+
+    def __init__(self, *, journal: bool) -> None:
+        super().__init__()
+        self._journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            # The record's own creation time, not a clock read here.
+            "ts": format_instant(int(record.created * 1000)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in EVENT_FIELDS:
+            if name in record.__dict__:
+                entry[name] = record.__dict__[name]
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        line = json.dumps(entry, ensure_ascii=True, default=str, separators=(",", ":"))
+        return f"<{_priority(record)}>{line}" if self._journal else line
+
+
+def _stream_is_journal(stream: TextIO, journal_stream: str | None) -> bool:
+    """Whether ``stream`` is the journal connection ``JOURNAL_STREAM`` (``DEV:INODE``) names."""
+    if not journal_stream:
+        return False
+    try:
+        dev, ino = (int(part) for part in journal_stream.split(":"))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError):  # malformed variable, or a stream without a descriptor
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def setup_logging(
+    level: str = "info", fmt: LogFormat = "text", stream: TextIO | None = None
+) -> None:
+    """Send schedd's records at ``level`` and up, and others' warnings, to ``stream`` (stderr).
+
+    The handler sits on the root logger so that what asyncio or a library logs (an exception
+    nobody retrieved, say) comes out in the same format and with the same priority prefix,
+    not as a bare line from logging's last resort.
+    """
+    out = sys.stderr if stream is None else stream
+    journal = _stream_is_journal(out, os.environ.get("JOURNAL_STREAM"))
+    handler = logging.StreamHandler(out)
+    formatter = JsonFormatter if fmt == "json" else TextFormatter
+    handler.setFormatter(formatter(journal=journal))
+    ours = logging.getLevelNamesMapping()[level.upper()]
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    root.setLevel(max(ours, logging.WARNING))
+    schedd = logging.getLogger("schedd")
+    schedd.handlers.clear()
+    schedd.setLevel(ours)
+    schedd.propagate = True

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,7 +29,7 @@ from schedd.dispatcher import Dispatcher
 from schedd.model import PythonTask
 from schedd.planner import initial_marks
 from schedd.store.contract import Store
-from schedd.store.records import ReconcileSummary
+from schedd.store.records import ReconcileSummary, ScheduleRecord
 
 log = logging.getLogger("schedd")
 
@@ -56,6 +56,9 @@ class Reloader:
         self._clock = clock
         self._lock = asyncio.Lock()
         self.on_config: Callable[[Config], None] = lambda _new: None
+        #: Told the added and changed schedules, and each removed name (overdue tracking).
+        self.watch: Callable[[Sequence[ScheduleRecord]], Awaitable[None]] = _ignore
+        self.unwatch: Callable[[str], None] = lambda name: None
 
     async def reload(self) -> ReloadReport:
         async with self._lock:
@@ -66,13 +69,18 @@ class Reloader:
             summary = await self._store.reconcile(
                 new.schedules, initial=partial(initial_marks, now_ms=now), now_ms=now
             )
-            for name in (*summary.added, *summary.changed):
-                rec = await self._store.get_schedule(name)
+            touched = [
+                await self._store.get_schedule(name) for name in (*summary.added, *summary.changed)
+            ]
+            for rec in touched:
                 self._dispatcher.schedule_moved(
                     rec.id,
                     None if rec.paused else rec.next_due_ms,
                     is_python=isinstance(rec.spec.task, PythonTask),
                 )
+            await self.watch(touched)
+            for name in summary.removed:
+                self.unwatch(name)
             report = ReloadReport(new, summary, restart_required(self._started_with, new))
             self.config = new
             self.on_config(new)
@@ -92,6 +100,10 @@ def describe(summary: ReconcileSummary) -> str:
         f"{len(summary.added)} schedule(s) added, {len(summary.changed)} changed,"
         f" {len(summary.removed)} removed, {summary.unchanged} unchanged"
     )
+
+
+async def _ignore(schedules: Sequence[ScheduleRecord]) -> None:
+    pass
 
 
 def restart_required(old: Config, new: Config) -> tuple[str, ...]:

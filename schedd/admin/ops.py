@@ -52,6 +52,7 @@ from schedd.reload import Reloader
 from schedd.runner import Runner
 from schedd.store.contract import Store
 from schedd.store.records import FiringRecord, LaneDepth
+from schedd.telemetry import Telemetry
 from schedd.timer import Timer
 from schedd.triggers import make_trigger, occurrences
 from schedd.workers.pool import PoolStats
@@ -78,6 +79,7 @@ class DaemonView:
     started_wall_ms: int
     started_mono_ms: int
     reloader: Reloader
+    telemetry: Telemetry
     #: ``hostname`` and ``machine_id``: which host's scheduler answered (read once at start).
     node: Mapping[str, str | None] = field(default_factory=dict)
 
@@ -271,6 +273,11 @@ class AdminOps:
         done = await self.v.events.wait_until(None, schedule, enough, deadline_mono_ms=deadline)
         return {"done": done, "finished": got["n"]}
 
+    async def metrics(self, args: Mapping[str, Any]) -> Any:
+        """The Prometheus exposition text, as the HTTP endpoint and the textfile serve it."""
+        text = await self.v.telemetry.render()
+        return {"content_type": self.v.telemetry.metrics.content_type, "text": text.decode()}
+
     async def reload(self, args: Mapping[str, Any]) -> Any:
         report = await self.v.reloader.reload()
         s = report.summary
@@ -364,5 +371,6 @@ _OPS: dict[str, OpSpec] = {
     "dlq.show": _op(dlq.show, optional="id key"),
     "dlq.retry": _op(dlq.retry, optional="id key", mutates=True),
     "dlq.purge": _op(dlq.purge, optional="id key all older_than_ms", mutates=True),
+    "metrics": _op(AdminOps.metrics),
     "reload": _op(AdminOps.reload, mutates=True),
 }

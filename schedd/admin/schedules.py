@@ -58,6 +58,7 @@ async def add(ops: AdminOps, args: Mapping[str, Any]) -> Any:
         now_ms=now,
     )
     _rearm(v, rec)
+    await v.telemetry.watch([rec])
     return full_json(rec)
 
 
@@ -72,6 +73,7 @@ async def remove(ops: AdminOps, args: Mapping[str, Any]) -> Any:
         )
     await v.store.remove_schedule(name)
     v.dispatcher.schedule_moved(rec.id, None, is_python=False)
+    v.telemetry.unwatch(name)
     return {"removed": name}
 
 

@@ -12,6 +12,7 @@ from schedd.cli import dlq, firings, reload, runs, schedules, status
 from schedd.cli.app import app
 
 app.command("status")(status.status)
+app.command("metrics")(status.metrics)
 app.add_typer(schedules.app, name="schedules")
 app.command("submit")(firings.submit)
 app.add_typer(runs.app, name="runs")

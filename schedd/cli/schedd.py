@@ -71,7 +71,7 @@ def run(config: ConfigOpt) -> None:
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    setup_logging(cfg.logging.level)
+    setup_logging(cfg.logging.level, cfg.logging.format)
     try:
         asyncio.run(serve(cfg, SystemClock()))
     except ScheddError as exc:

@@ -1,4 +1,4 @@
-"""``schedctl status``: the one screen an operator opens first."""
+"""``schedctl status`` (the one screen an operator opens first) and ``schedctl metrics``."""
 
 from __future__ import annotations
 
@@ -89,3 +89,12 @@ def _jumps_text(clock: Mapping[str, Any]) -> str:
     if not clock["jumps"]:
         return "0"
     return f"{clock['jumps']} (last {clock['last_jump_ms']} ms at {clock['last_jump_at']})"
+
+
+def metrics(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Prometheus metrics, in the text exposition format (as the HTTP endpoint serves them)."""
+    m = call(ctx, "metrics")
+    if json:
+        render.emit_json(m)
+        return
+    render.text(m["text"])

@@ -27,6 +27,7 @@ from typing import Protocol
 from schedd.model import FiringState, ScheduleSpec
 from schedd.store.records import (
     Backlog,
+    Expectation,
     FiringRecord,
     LaneDepth,
     NewFiring,
@@ -84,6 +85,10 @@ class Store(Protocol):
     ) -> list[ScheduleRecord]: ...
 
     async def count_schedules(self) -> int: ...
+
+    async def expectations(self) -> list[Expectation]:
+        """Every schedule with ``expect_success_within`` set, by name (read once at start-up;
+        changes afterwards reach the overdue watch directly)."""
 
     async def due_schedules(
         self, *, after: tuple[int, int] | None, until_ms: int, limit: int
@@ -179,6 +184,14 @@ class Store(Protocol):
 
     async def get_run(self, run_id: int) -> RunRecord:
         """Raises ``NotFound`` naming the run id."""
+
+    async def last_successes(self) -> dict[str, int]:
+        """Per schedule name, the latest ``ended_ms`` of its ``succeeded`` runs; names with no
+        succeeded run are absent. Removed schedules keep their history, so their names appear
+        too. The latest *end*, not the latest start: with ``overlap = "allow"`` an earlier run
+        may finish last, and that finish is the freshest evidence the schedule works. Read once
+        at start-up (and on reload) to seed ``expect_success_within``; the daemon follows
+        successes as they happen afterwards, so this may cost a pass over the runs."""
 
     async def count_firings(self, states: Sequence[FiringState]) -> int: ...
 

@@ -258,3 +258,13 @@ class LaneDepth:
     ready: int
     running: int
     oldest_ready_due_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """A schedule that must succeed at least every ``window_ms`` (``expect_success_within``)."""
+
+    schedule: str
+    window_ms: int
+    on_overdue: tuple[str, ...] | None
+    created_ms: int

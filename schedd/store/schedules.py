@@ -30,6 +30,7 @@ from schedd.store.base import StoreMixin
 from schedd.store.contract import Planner
 from schedd.store.intake import insert_new, store_payload
 from schedd.store.records import (
+    Expectation,
     NewFiring,
     ReconcileSummary,
     ScheduleRecord,
@@ -223,6 +224,19 @@ class SchedulesMixin(StoreMixin):
     async def count_schedules(self) -> int:
         rows = await self._read("SELECT count(*) FROM schedules")
         return int(rows[0][0])
+
+    async def expectations(self) -> list[Expectation]:
+        # One scan of the small rule column, never of payloads; called once, after READY.
+        rows = await self._read(
+            "SELECT name, created_ms, json_extract(rule, '$.policies.expect_success_within_ms'),"
+            " json_extract(rule, '$.policies.on_overdue') FROM schedules"
+            " WHERE json_extract(rule, '$.policies.expect_success_within_ms') IS NOT NULL"
+            " ORDER BY name"
+        )
+        return [
+            Expectation(r[0], int(r[2]), None if r[3] is None else tuple(json.loads(r[3])), r[1])
+            for r in rows
+        ]
 
     async def due_schedules(
         self, *, after: tuple[int, int] | None, until_ms: int, limit: int

@@ -90,6 +90,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from schedd.cli.pyz import worker_program
 from schedd.clock import Clock
 from schedd.errors import InvalidArgument, Unavailable
 from schedd.model import NO_LIMITS, Limits, RunOutcome
@@ -594,7 +595,7 @@ class WorkerPool:
         python = self._settings.python
         try:
             child = Child.spawn(
-                (python, "-u", PYWORKER, str(theirs.fileno())),
+                (python, "-u", *worker_program(PYWORKER), str(theirs.fileno())),
                 cwd=self._settings.cwd,
                 env=self._env,
                 pass_fds=(theirs.fileno(),),

@@ -18,10 +18,13 @@ from schedd.admin.protocol import Peer
 from schedd.config import load_config
 from schedd.dispatcher import Dispatcher
 from schedd.events import FiringEvents
+from schedd.metrics import Metrics
+from schedd.overdue import OverdueWatch
 from schedd.reload import Reloader
 from schedd.runner import Runner
 from schedd.store.records import Ticket
 from schedd.store.sqlite import SqliteStore
+from schedd.telemetry import Telemetry
 from schedd.timer import Timer
 from schedd.workers.pool import PoolStats
 from tests.fakes import FakeClock
@@ -89,5 +92,13 @@ def admin_ops(
         started_wall_ms=clock.wall_ms(),
         started_mono_ms=clock.monotonic_ms(),
         reloader=Reloader(config, store, dispatcher, clock),
+        telemetry=Telemetry(
+            Metrics(),
+            OverdueWatch(clock),
+            store=store,
+            runner=cast(Runner, runner),
+            timer=timer,
+            clock=clock,
+        ),
     )
     return AdminOps(view, Access.from_config(config.admin, daemon_uid=0, clock=clock))

@@ -24,6 +24,7 @@ from schedd.store.records import (
     NewFiring,
     ProcessRef,
     RunFinish,
+    Ticket,
 )
 from schedd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from schedd.store.sqlite import SqliteStore
@@ -419,3 +420,42 @@ async def test_a_version_2_store_is_migrated_and_its_waiting_firings_wake(tmp_pa
     conn.close()
     assert "firings_wake" in indexes
     assert "firings_retry" not in indexes
+
+
+async def finish_ok(store: SqliteStore, t: Ticket, run_id: int, at: int) -> None:
+    await store.finish_run(
+        RunFinish(
+            run_id,
+            t.firing_id,
+            "succeeded",
+            FiringState.SUCCEEDED,
+            at,
+            0,
+            None,
+            None,
+            b"",
+            0,
+            False,
+        )
+    )
+
+
+async def test_last_successes_is_the_latest_end_of_a_succeeded_run_per_name(
+    store: SqliteStore,
+) -> None:
+    await add(store, spec("a"), spec("b"), spec("c"))
+    a, b, c = await ids(store)
+    [a1] = await store.dispatch([a], fire_at(T0))
+    [a2] = await store.dispatch([a], fire_at(T0 + 20_000))
+    [a3] = await store.dispatch([a], fire_at(T0 + 40_000))
+    a1_run = await store.start_run(a1, None, T0)
+    a2_run = await store.start_run(a2, None, T0 + 20_000)
+    await finish_ok(store, a2, a2_run, T0 + 21_000)
+    await finish_ok(store, a1, a1_run, T0 + 30_000)  # overlapping: started first, ended last
+    await run_once(store, a3, FiringState.DEAD, at=T0 + 40_000)  # a later failure changes nothing
+    [b1] = await store.dispatch([b], fire_at(T0))
+    await run_once(store, b1, FiringState.DEAD, at=T0)
+    [c1] = await store.dispatch([c], fire_at(T0))
+    await finish_ok(store, c1, await store.start_run(c1, None, T0), T0 + 7)
+    await store.remove_schedule("c")
+    assert await store.last_successes() == {"a": T0 + 30_000, "c": T0 + 7}

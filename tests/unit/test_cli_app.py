@@ -84,7 +84,7 @@ def test_permission_denied_is_exit_4_saying_what_grants_access(
         ["bogus"],
         ["status", "--bogus"],
         ["wait", "--key", "k"],  # replaced by `runs wait`
-        ["metrics"],  # not built yet
+        ["metrics", "--bogus"],
         ["runs", "show", "abc"],
         ["runs", "list", "--limit", "0"],
         ["schedules", "show"],
