@@ -58,6 +58,10 @@ def check_config(
     typer.echo(f"{file}: ok ({len(config.schedules)} schedule(s), sha256 {config.sha256[:12]})")
 
 
+#: sysexits(3) EX_CONFIG: ``schedd run`` was given a config file that does not validate.
+EX_CONFIG = 78
+
+
 @app.command("run")
 def run(config: ConfigOpt) -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT."""
@@ -70,7 +74,9 @@ def run(config: ConfigOpt) -> None:
         cfg = load_config(config)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        # EX_CONFIG: the unit's RestartPreventExitStatus= fails at once instead of restarting
+        # five times into the same broken file.
+        raise typer.Exit(EX_CONFIG) from None
     setup_logging(cfg.logging.level, cfg.logging.format)
     try:
         asyncio.run(serve(cfg, SystemClock()))

@@ -224,3 +224,13 @@ def test_check_config_names_the_exact_key(workdir: Path) -> None:
     assert "schedules.tick.jiter" in typo.stderr
     example = Path(__file__).parents[2] / "schedd.toml.example"
     assert check(example.read_text()).returncode == 0
+    # `run` refuses a bad file with EX_CONFIG, which the unit does not restart into.
+    (workdir / "c.toml").write_text(base_config(TICK.replace("jitter", "jiter")))
+    started = subprocess.run(
+        [sys.executable, "-m", "schedd.cli.schedd", "run", "--config", str(workdir / "c.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 78
+    assert "schedules.tick.jiter" in started.stderr
