@@ -25,6 +25,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
+from schedd import failpoints
 from schedd.clock import Clock
 from schedd.events import FiringEvents
 from schedd.hooks import Hooks
@@ -34,6 +35,7 @@ from schedd.model import CommandTask, FiringState, PythonTask, RunOutcome
 from schedd.payload import RunPayload
 from schedd.policies import BUDGET_EXHAUSTED, after_run
 from schedd.ratelimit import Budgets
+from schedd.spawnlog import SpawnJournal
 from schedd.store.contract import Store
 from schedd.store.records import ProcessRef, RunFinish, Ticket
 from schedd.workers.command import CommandRequest, run_command
@@ -97,6 +99,8 @@ class Attempts:
         self.on_retry: Callable[[int, int], None] = lambda firing_id, retry_at_ms: None
         #: Set by the daemon (metrics, overdue); tests leave it silent.
         self.observer: RunObserver = _Unobserved()
+        #: Set by the daemon: spawns recorded before their run row exists (crash safety).
+        self.journal: SpawnJournal | None = None
         self._rand = rand
         self.started = 0
         self.finished = 0
@@ -115,9 +119,15 @@ class Attempts:
 
         async def on_spawn(ident: ProcessIdentity) -> None:
             nonlocal run_id
+            # Before the first await: a crash from here on leaves a record recovery can act on.
+            if self.journal is not None:
+                self.journal.spawned(ident)
             ref = ProcessRef(ident.pid, ident.pgid, ident.start_ticks)
+            await failpoints.hit("after_spawn_before_running_row")
             now = self._clock.wall_ms()
             run_id = await self._store.start_run(ticket, ref, now)
+            if self.journal is not None:
+                self.journal.recorded(ident)
             self.started += 1
             self._events.changed(ticket.key, ticket.schedule)
             # Lateness is the scheduler's own: a first attempt against its occurrence. A retry's
@@ -225,6 +235,7 @@ class Attempts:
         # ``retry_budget_exhausted`` stays bare: scripts match on it; the run has its reason.
         if firing_reason not in (None, BUDGET_EXHAUSTED) and result.reason:
             firing_reason = f"{firing_reason}; last: {result.reason}"
+        await failpoints.hit("after_run_before_result")
         await self._store.finish_run(
             RunFinish(
                 run_id=run_id,

@@ -53,6 +53,7 @@ from schedd.ratelimit import Budgets
 from schedd.reload import Reloader, describe
 from schedd.runner import Runner
 from schedd.sdnotify import Notifier
+from schedd.spawnlog import SpawnJournal
 from schedd.statelock import StateLock
 from schedd.store.contract import Store
 from schedd.store.sqlite import SqliteStore
@@ -108,7 +109,8 @@ async def _run(
     hup: asyncio.Event,
 ) -> None:
     started_wall, started_mono = clock.wall_ms(), clock.monotonic_ms()
-    await _recover(store, started_wall)
+    journal = SpawnJournal(config.store.path.with_name(config.store.path.name + ".spawns"))
+    await _recover(store, journal, started_wall)
 
     summary = await store.reconcile(
         config.schedules, initial=partial(initial_marks, now_ms=started_wall), now_ms=started_wall
@@ -120,7 +122,7 @@ async def _run(
     pool = _pool(config, clock)
     hooks = Hooks(clock, launcher, inherited_env=os.environ, env_allow=config.workers.env_allow)
     timer = Timer(clock)
-    attempts = _attempts(config, clock, store, events, pool, launcher, hooks)
+    attempts = _attempts(config, clock, store, events, pool, launcher, hooks, journal)
     runner = Runner(store, clock, events, attempts, pool, max_workers=config.workers.max)
     dispatcher = Dispatcher(store, timer, runner, events, clock, horizon_ms=config.store.horizon_ms)
     attempts.on_retry = dispatcher.retry_scheduled
@@ -180,6 +182,7 @@ async def _run(
             metrics_server.close()
             await metrics_server.wait_closed()
         await server.close()
+        journal.close()
         log.info("stopped")
 
 
@@ -191,13 +194,14 @@ def _attempts(
     pool: WorkerPool,
     launcher: LimitedLauncher,
     hooks: Hooks,
+    journal: SpawnJournal,
 ) -> Attempts:
     workers = config.workers
     budgets = Budgets(
         {n: t.retry_budget for n, t in config.tenants.items() if t.retry_budget is not None},
         clock.monotonic_ms(),
     )
-    return Attempts(
+    attempts = Attempts(
         store,
         clock,
         events,
@@ -209,6 +213,8 @@ def _attempts(
         env_allow=workers.env_allow,
         output_tail_bytes=workers.output_tail_bytes,
     )
+    attempts.journal = journal
+    return attempts
 
 
 def _telemetry(
@@ -282,9 +288,11 @@ async def _metrics_server(
     return server
 
 
-async def _recover(store: SqliteStore, now_ms: int) -> None:
-    """Close the runs a crash left open and kill what is left of their processes."""
+async def _recover(store: SqliteStore, journal: SpawnJournal, now_ms: int) -> None:
+    """Close the runs a crash left open and kill what is left of their processes: those the
+    store recorded, and those spawned too late for the store to know (the spawn journal)."""
     lost = await store.recover(now_ms)
+    await failpoints.hit("mid_recovery")
     for run in lost:
         if run.process is None:
             continue
@@ -295,6 +303,13 @@ async def _recover(store: SqliteStore, now_ms: int) -> None:
                 run.process.pgid,
                 run.key,
             )
+    for ident in journal.leftovers():
+        if kill_group_if_ours(ident):
+            log.warning(
+                "killed the leftover process group %d, spawned just before the last stop",
+                ident.pgid,
+            )
+    journal.start()
     if lost:
         log.warning("recovered %d run(s) in flight at the last stop; re-running them", len(lost))
 

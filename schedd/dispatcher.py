@@ -31,6 +31,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Protocol, TypeVar
 
+from schedd import failpoints
 from schedd.clock import Clock
 from schedd.events import FiringEvents
 from schedd.planner import plan
@@ -174,6 +175,7 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failed commit
             self._try_again("s", ids, now, exc)
             return
+        await failpoints.hit("after_commit_before_dispatch")
         self.failing = None
         for sid in ids:
             if sid not in rearm:
