@@ -123,7 +123,9 @@ async def _run(
     hooks = Hooks(clock, launcher, inherited_env=os.environ, env_allow=config.workers.env_allow)
     timer = Timer(clock)
     attempts = _attempts(config, clock, store, events, pool, launcher, hooks, journal)
-    runner = Runner(store, clock, events, attempts, pool, max_workers=config.workers.max)
+    runner = Runner(
+        store, clock, events, attempts, pool, max_workers=config.workers.max, lanes=config.lanes
+    )
     dispatcher = Dispatcher(store, timer, runner, events, clock, horizon_ms=config.store.horizon_ms)
     attempts.on_retry = dispatcher.retry_scheduled
     resumed = await _resume(store, runner)

@@ -34,7 +34,17 @@ from schedd.store.records import ReconcileSummary, ScheduleRecord
 log = logging.getLogger("schedd")
 
 #: Sections whose settings are fixed at start-up (schedules, defaults and access are live).
-_FIXED = ("daemon", "store", "admin", "workers", "logging", "tenants", "metrics", "heartbeat")
+_FIXED = (
+    "daemon",
+    "store",
+    "admin",
+    "workers",
+    "lanes",
+    "logging",
+    "tenants",
+    "metrics",
+    "heartbeat",
+)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,20 @@
-"""Runs committed firings with bounded concurrency, honouring each schedule's overlap policy.
+"""Runs committed firings with bounded concurrency, by lane, honouring each schedule's policies.
 
-A ticket (ids only) arrives once its firing is committed; a free slot reads the payload and hands
-the attempt to :class:`~schedd.attempt.Attempts`. At most ``[workers] max`` attempts are in
-flight, commands and Python calls together.
+A ticket (ids only) arrives once its firing is committed and waits in its lane's queue; a free
+slot reads the payload and hands the attempt to :class:`~schedd.attempt.Attempts`. At most
+``[workers] max`` attempts are in flight, commands and Python calls together.
+
+**Lanes** (:mod:`schedd.lanes`): which lane's queue a free slot serves is the allocator's call;
+a lane's reserved slots never run another lane's work, and the rest are shared by weight. A
+ticket naming a lane the config does not have (removed since it was committed) runs in
+``default``. Within a lane, tickets start in the order they arrived.
+
+**Misfire, again at the start.** The planner applies the misfire policy when a schedule
+becomes due; a firing that was on time then may still wait in a queue (a busy lane, a backlog)
+until it is later than its grace. Under ``misfire = "skip"`` such a first attempt is recorded
+``skipped`` instead of started, so "skip" means "never run late" however the lateness arose.
+``fire_once`` and ``fire_all`` run it: the planner already collapsed or capped the series.
+Ad-hoc submissions have no misfire policy, and retries are late by design.
 
 **Overlap** is decided twice. The planner counts a schedule's active firings
 (:meth:`active_count`: committed or running here) to *skip* occurrences; the runner then keeps
@@ -26,15 +38,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterable, Mapping
 
 from schedd.aio import wait_first
 from schedd.attempt import Attempts
 from schedd.clock import Clock
 from schedd.errors import ScheddError
 from schedd.events import FiringEvents
-from schedd.model import FiringState, Overlap
+from schedd.lanes import Allocator, Lane, Start
+from schedd.model import FiringState, Misfire, Overlap, Policies
 from schedd.payload import RunPayload, decode_payload
 from schedd.store.contract import Store
 from schedd.store.records import Ticket
@@ -55,6 +68,7 @@ class Runner:
         pool: WorkerPool,
         *,
         max_workers: int,
+        lanes: Mapping[str, Lane] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -62,7 +76,9 @@ class Runner:
         self._attempts = attempts
         self._pool = pool
         self._max = max_workers
-        self._queue: asyncio.Queue[Ticket] = asyncio.Queue()
+        self._lanes = Allocator(lanes or {}, max_workers)
+        #: Lane -> its tickets waiting for a slot; a lane with none has no entry.
+        self._ready: defaultdict[str, deque[Ticket]] = defaultdict(deque)
         self._active: Counter[int] = Counter()
         #: schedule id -> {firing id: its stop request} for attempts in flight.
         self._running: defaultdict[int, dict[int, asyncio.Future[str]]] = defaultdict(dict)
@@ -71,8 +87,8 @@ class Runner:
         self._pending: set[int] = set()
         #: Pending firings an operator removed (``firings remove``): dropped, never started.
         self._discarded: set[int] = set()
-        self._slots: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._started = False
         self._stopping = False
 
     # --- what the dispatcher and status see ------------------------------------------------
@@ -81,7 +97,8 @@ class Runner:
         if ticket.schedule_id is not None:
             self._active[ticket.schedule_id] += 1
         self._pending.add(ticket.firing_id)
-        self._queue.put_nowait(ticket)
+        self._ready[self._lanes.lane_of(ticket.lane)].append(ticket)
+        self._fill()
 
     def discard(self, firing_ids: Iterable[int]) -> None:
         """These firings were cancelled in the store: drop them if they have not started."""
@@ -96,7 +113,9 @@ class Runner:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize() + sum(len(p) for p in self._parked.values())
+        return sum(len(q) for q in self._ready.values()) + sum(
+            len(p) for p in self._parked.values()
+        )
 
     @property
     def busy(self) -> int:
@@ -121,16 +140,12 @@ class Runner:
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._slots = [
-            asyncio.create_task(self._slot(), name=f"schedd-slot-{i}") for i in range(self._max)
-        ]
+        self._started = True
+        self._fill()
 
     async def stop(self, grace_ms: int) -> None:
         """Stop taking work, let runs finish within ``grace_ms``, then kill what remains."""
         self._stopping = True
-        for slot in self._slots:
-            if slot not in self._in_flight:
-                slot.cancel()
         if self._in_flight:
             log.info("waiting up to %d ms for %d running task(s)", grace_ms, len(self._in_flight))
             deadline = self._clock.monotonic_ms() + grace_ms
@@ -139,31 +154,41 @@ class Runner:
                 log.warning(
                     "killing %d task(s) still running after the grace", len(self._in_flight)
                 )
-        for slot in self._slots:
-            slot.cancel()
-        await asyncio.gather(*self._slots, return_exceptions=True)
+        left = list(self._in_flight)
+        for run in left:
+            run.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
 
     # --- the work -----------------------------------------------------------------------------
 
-    async def _slot(self) -> None:
-        while not self._stopping:
-            ticket = await self._queue.get()
-            if self._stopping:
-                return
+    def _fill(self) -> None:
+        """Start tickets while a slot is free for a lane with work (the allocator decides which)."""
+        if not self._started or self._stopping:
+            return
+        while (start := self._lanes.next(self._ready.keys())) is not None:
+            queue = self._ready[start.lane]
+            ticket = queue.popleft()
+            if not queue:
+                del self._ready[start.lane]
+            run = asyncio.create_task(self._slot(ticket, start), name=f"schedd-run-{ticket.key}")
+            self._in_flight.add(run)
+
+    async def _slot(self, ticket: Ticket, start: Start) -> None:
+        finished = True
+        try:
+            finished = await self._run_one(ticket)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run of %s failed inside schedd", ticket.key)
+        finally:
             run = asyncio.current_task()
             assert run is not None
-            self._in_flight.add(run)
-            finished = True
-            try:
-                finished = await self._run_one(ticket)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("run of %s failed inside schedd", ticket.key)
-            finally:
-                self._in_flight.discard(run)
-                if finished:
-                    self._done(ticket)
+            self._in_flight.discard(run)
+            self._lanes.finished(start)
+            if finished:
+                self._done(ticket)
+            self._fill()
 
     async def _run_one(self, ticket: Ticket) -> bool:
         """Run the ticket's attempt; False if it was parked behind a running one instead."""
@@ -173,7 +198,7 @@ class Runner:
         if payload is None:  # it is dead now, and never starts
             self._pending.discard(ticket.firing_id)
             return True
-        if not self._claim(ticket):
+        if not self._claim(ticket) or await self._misfired(ticket, payload.policies):
             return True
         sid = ticket.schedule_id
         if sid is None or payload.policies.overlap not in _SERIAL:
@@ -199,7 +224,7 @@ class Runner:
                 del self._running[sid]
                 parked = self._parked.pop(sid, [])
                 for waiting in parked:
-                    self._queue.put_nowait(waiting)
+                    self._ready[self._lanes.lane_of(waiting.lane)].append(waiting)
         return True
 
     def _claim(self, ticket: Ticket) -> bool:
@@ -210,6 +235,27 @@ class Runner:
         self._pending.discard(ticket.firing_id)
         log.info("firing %s was removed by an operator before it started", ticket.key)
         return False
+
+    async def _misfired(self, ticket: Ticket, policies: Policies) -> bool:
+        """True if the firing waited past its grace under ``misfire = "skip"``: now skipped."""
+        if (
+            ticket.schedule_id is None
+            or ticket.attempt != 1
+            or policies.misfire is not Misfire.SKIP
+        ):
+            return False
+        now = self._clock.wall_ms()
+        waited, grace = now - ticket.ready_ms, policies.misfire_grace_ms
+        if waited <= grace:
+            return False
+        self._pending.discard(ticket.firing_id)
+        reason = f"misfire: waited {waited}ms in the queue (grace {grace}ms)"
+        log.info("firing %s skipped: %s", ticket.key, reason)
+        await self._store.set_firing_state(
+            ticket.firing_id, FiringState.SKIPPED, reason=reason, now_ms=now
+        )
+        self._events.changed(ticket.key, ticket.schedule)
+        return True
 
     async def _payload(self, ticket: Ticket) -> RunPayload | None:
         try:

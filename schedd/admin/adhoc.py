@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from schedd.admin.views import firing_json, key_arg, opt_str_arg, time_arg
-from schedd.config.api import api_task
-from schedd.keys import validate_name
+from schedd.config.api import api_lane, api_task
 from schedd.model import FiringState
 from schedd.payload import encode_payload
 from schedd.store.records import FiringRecord, NewFiring
@@ -46,7 +45,7 @@ async def submit(ops: AdminOps, args: Mapping[str, Any]) -> Any:
         due_ms=at_ms,
         state=FiringState.SCHEDULED if at_ms > now else FiringState.COMMITTED,
         payload_id=0,
-        lane="default" if lane is None else validate_name(lane, "lane"),
+        lane=api_lane(lane, v.config),
         reason="submitted",
         created_ms=now,
     )

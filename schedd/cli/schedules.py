@@ -103,6 +103,9 @@ def schedules_add(
         str | None,
         typer.Option("--misfire", metavar="POLICY", help="fire_once, fire_all or skip."),
     ] = None,
+    lane: Annotated[
+        str | None, typer.Option("--lane", metavar="LANE", help="Run in this [lanes.NAME].")
+    ] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Add it paused.")] = False,
     python: specs.PythonOpt = None,
     args: specs.ArgsOpt = None,
@@ -139,6 +142,7 @@ def schedules_add(
             timezone=tz,
             jitter=jitter,
             misfire=misfire,
+            lane=lane,
         )
     except InvalidArgument as exc:
         fail(exc)

@@ -122,13 +122,14 @@ def schedule_table(
     timezone: str | None = None,
     jitter: str | None = None,
     misfire: str | None = None,
+    lane: str | None = None,
 ) -> dict[str, Any]:
     """A ``[schedules.NAME]`` table: one trigger, its timing flags, and ``task``'s keys."""
     triggers = {k: v for k, v in {"cron": cron, "every": every, "at": at}.items() if v is not None}
     if len(triggers) != 1:
         given = ", ".join(f"--{k}" for k in triggers) or "none"
         raise InvalidArgument(f"give exactly one of --cron, --every, --at (given: {given})")
-    optional = {"timezone": timezone, "jitter": jitter, "misfire": misfire}
+    optional = {"timezone": timezone, "jitter": jitter, "misfire": misfire, "lane": lane}
     return {**triggers, **{k: v for k, v in optional.items() if v is not None}, **task}
 
 

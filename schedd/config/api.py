@@ -15,17 +15,25 @@ from collections.abc import Mapping
 
 from schedd import model
 from schedd.config.policies import merge_policies
-from schedd.config.schedules import build_schedule
+from schedd.config.schedules import build_schedule, unknown_name
 from schedd.config.schema import SCHEDULE, TRIGGER_KEYS
 from schedd.config.sections import Config
 from schedd.config.tasks import build_task
 from schedd.config.walk import At, Ctx, read
 from schedd.errors import ConfigError, InvalidArgument
 from schedd.keys import validate_name
+from schedd.lanes import DEFAULT_LANE
 
 #: Keys of a schedule table that make no sense for a task that runs once, now or ``at``.
 _TIMING_KEYS = (*TRIGGER_KEYS, "timezone", "jitter", "misfire", "misfire_grace", "max_catchup")
-_TASK_SCHEMA = {k: v for k, v in SCHEDULE.items() if k not in _TIMING_KEYS}
+#: Keys of a schedule table a submitted task may not carry, and why.
+_NOT_IN_A_TASK = {
+    **dict.fromkeys(
+        _TIMING_KEYS, "not allowed in a submitted task: it runs once (pass `at` to run it later)"
+    ),
+    "lane": "not allowed in a submitted task: pass `lane` to submit itself, next to `task`",
+}
+_TASK_SCHEMA = {k: v for k, v in SCHEDULE.items() if k not in _NOT_IN_A_TASK}
 
 
 def api_schedule(name: str, spec: object, config: Config) -> model.ScheduleSpec:
@@ -33,7 +41,9 @@ def api_schedule(name: str, spec: object, config: Config) -> model.ScheduleSpec:
     validate_name(name)
     table = _table(spec, "spec")
     at = _root("spec", config)
-    built = build_schedule(name, table, config.defaults, config.tenants.keys(), at)
+    built = build_schedule(
+        name, table, config.defaults, config.tenants.keys(), config.lanes.keys(), at
+    )
     if at.ctx.problems or built is None:
         raise ConfigError(at.ctx.problems or [("spec", "is not a valid schedule")])
     return dataclasses.replace(built, source=model.Source.API)
@@ -43,12 +53,10 @@ def api_task(task: object, config: Config) -> tuple[model.TaskSpec, model.Polici
     """The task, policies and tenant ``submit`` asked for; ConfigError naming ``task.*``."""
     table = _table(task, "task")
     at = _root("task", config)
-    for key in _TIMING_KEYS:
+    for key, why in _NOT_IN_A_TASK.items():
         if key in table:
-            (at / key).problem(
-                "not allowed in a submitted task: it runs once (pass `at` to run it later)"
-            )
-    values = read({k: v for k, v in table.items() if k not in _TIMING_KEYS}, _TASK_SCHEMA, at)
+            (at / key).problem(why)
+    values = read({k: v for k, v in table.items() if k not in _NOT_IN_A_TASK}, _TASK_SCHEMA, at)
     policies = merge_policies(config.defaults.policies, values, at, "defaults.retry")
     built = build_task(values, table, config.defaults.max_payload_bytes, at)
     tenant: str | None = values.get("tenant")
@@ -57,6 +65,15 @@ def api_task(task: object, config: Config) -> tuple[model.TaskSpec, model.Polici
     if at.ctx.problems or built is None:
         raise ConfigError(at.ctx.problems or [("task", "is not a valid task")])
     return built, policies, tenant
+
+
+def api_lane(lane: str | None, config: Config) -> str:
+    """The lane ``submit`` asked for (``default`` if none); InvalidArgument naming ``lane``."""
+    if lane is None:
+        return DEFAULT_LANE
+    if lane not in config.lanes:
+        raise InvalidArgument("lane: " + unknown_name("lane", lane, config.lanes.keys()))
+    return lane
 
 
 def _table(value: object, what: str) -> Mapping[str, object]:

@@ -1,9 +1,10 @@
 """Assembling a :class:`Config` from a parsed TOML document, section by section.
 
 Sections are read in dependency order: ``[daemon]`` first (its ``state_dir`` places the store
-and the socket), ``[defaults]`` and ``[tenants]`` before the schedules that use them. A section
-with problems still yields a stand-in built from defaults, so the sections after it are checked
-too; the caller never returns a config once a problem was recorded.
+and the socket), ``[workers]`` before the ``[lanes]`` that divide its slots, ``[defaults]``,
+``[tenants]`` and ``[lanes]`` before the schedules that use them. A section with problems still
+yields a stand-in built from defaults, so the sections after it are checked too; the caller
+never returns a config once a problem was recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from schedd import model
 from schedd.config.convert import report_bad_name
 from schedd.config.policies import BUILT_IN, merge_policies
 from schedd.config.schedules import build_schedule
-from schedd.config.schema import SECTIONS, TENANT
+from schedd.config.schema import LANE, SECTIONS, TENANT
 from schedd.config.sections import (
     MAX_SOCKET_PATH_BYTES,
     AdminConfig,
@@ -32,6 +33,7 @@ from schedd.config.sections import (
     WorkersConfig,
 )
 from schedd.config.walk import At, as_table, did_you_mean, read
+from schedd.lanes import DEFAULT_LANE, Lane, with_default
 
 
 def build(doc: Mapping[str, object], root: At, sha256: str) -> Config:
@@ -53,12 +55,16 @@ def build(doc: Mapping[str, object], root: At, sha256: str) -> Config:
     daemon = DaemonConfig(**daemon_values)
     store = StoreConfig(**{"path": state_dir / "schedd.db", **values("store")})
     admin = _admin(values("admin"), state_dir, state_dir_ok, root / "admin")
-    workers = _workers(values("workers"), raw("workers"), root / "workers")
+    workers_values = values("workers")
+    workers = _workers(workers_values, raw("workers"), root / "workers")
+    # A refused max's stand-in is no bound to hold the lanes' reservations to.
+    capacity = workers.max if _max_ok(workers_values, raw("workers")) else None
     logging = LoggingConfig(**values("logging"))
     metrics = MetricsConfig(**values("metrics"))
     heartbeat = HeartbeatConfig(**values("heartbeat"))
     defaults = _defaults(values("defaults"), root / "defaults")
     tenants = _tenants(raw("tenants"), root / "tenants")
+    lanes = _lanes(raw("lanes"), capacity, "max" in workers_values, root / "lanes")
     return Config(
         path=None,
         sha256=sha256,
@@ -71,7 +77,14 @@ def build(doc: Mapping[str, object], root: At, sha256: str) -> Config:
         metrics=metrics,
         heartbeat=heartbeat,
         tenants=MappingProxyType(tenants),
-        schedules=_schedules(raw("schedules"), defaults, raw("tenants"), root / "schedules"),
+        lanes=MappingProxyType(lanes),
+        schedules=_schedules(
+            raw("schedules"),
+            defaults,
+            raw("tenants"),
+            {DEFAULT_LANE, *raw("lanes")},
+            root / "schedules",
+        ),
     )
 
 
@@ -98,12 +111,15 @@ def _admin(values: dict[str, Any], state_dir: Path, state_dir_ok: bool, at: At) 
 
 def _workers(values: dict[str, Any], table: Mapping[str, object], at: At) -> WorkersConfig:
     workers = WorkersConfig(**values)
-    # Compare only values that are the user's own or a default: not a refused max's stand-in.
-    max_ok = "max" in values or "max" not in table
-    if "min" in values and max_ok and workers.min > workers.max:
+    if "min" in values and _max_ok(values, table) and workers.min > workers.max:
         note = "" if "max" in values else " (the default)"
         (at / "min").problem(f"min {workers.min} is more than max {workers.max}{note}")
     return workers
+
+
+def _max_ok(values: dict[str, Any], table: Mapping[str, object]) -> bool:
+    """Whether ``workers.max`` is the user's own or the default, not a refused value's stand-in."""
+    return "max" in values or "max" not in table
 
 
 def _defaults(values: dict[str, Any], at: At) -> Defaults:
@@ -121,13 +137,63 @@ def _tenants(section: Mapping[str, object], at: At) -> dict[str, TenantConfig]:
     return tenants
 
 
+def _lanes(
+    section: Mapping[str, object], capacity: int | None, own_max: bool, at: At
+) -> dict[str, Lane]:
+    """The lanes, ``default`` included; ``capacity`` is ``workers.max`` (None: it was refused)."""
+    before = at.problem_count()
+    lanes: dict[str, Lane] = {}
+    for name, value in section.items():
+        report_bad_name(name, "lane name", at / name)
+        table = as_table(value, at / name)
+        if table is not None:
+            lanes[name] = Lane(**read(table, LANE, at / name))
+    lanes = with_default(lanes)
+    if capacity is not None and at.problem_count() == before:
+        _check_reservations(lanes, capacity, own_max, at)
+    return lanes
+
+
+def _check_reservations(lanes: Mapping[str, Lane], capacity: int, own_max: bool, at: At) -> None:
+    """Reservations must fit in ``workers.max`` and leave a slot to every unreserved lane.
+
+    A lane with no reservation lives on the shared slots alone; if the others reserve them all
+    it never runs, silently, and ``default`` (ad-hoc work, schedules naming no lane) is such a
+    lane unless it reserves some. Reported at the last ``reserved`` key, where the sum tips.
+    """
+    holders = [name for name, lane in lanes.items() if lane.reserved]
+    total = sum(lanes[name].reserved for name in holders)
+    unreserved = sorted(name for name, lane in lanes.items() if not lane.reserved)
+    over, starved = total > capacity, total == capacity and bool(unreserved)
+    if not (over or starved):
+        return
+    parts = ", ".join(f"{name} {lanes[name].reserved}" for name in holders)
+    limit = f"workers.max {capacity}" + ("" if own_max else " (the default)")
+    if over:
+        message = f"the lanes reserve {total} slots in all ({parts}), more than {limit}"
+    else:
+        message = (
+            f"the lanes reserve all {total} slots of {limit} ({parts}), so lane(s)"
+            f" {', '.join(unreserved)} with no reservation could never run"
+        )
+    (at / holders[-1] / "reserved").problem(message)
+
+
 def _schedules(
-    section: Mapping[str, object], defaults: Defaults, tenants: Collection[str], at: At
+    section: Mapping[str, object],
+    defaults: Defaults,
+    tenants: Collection[str],
+    lanes: Collection[str],
+    at: At,
 ) -> tuple[model.ScheduleSpec, ...]:
     specs = []
     for name, value in section.items():
         table = as_table(value, at / name)
-        spec = None if table is None else build_schedule(name, table, defaults, tenants, at / name)
+        spec = (
+            None
+            if table is None
+            else build_schedule(name, table, defaults, tenants, lanes, at / name)
+        )
         if spec is not None:
             specs.append(spec)
     return tuple(specs)

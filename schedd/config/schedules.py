@@ -20,17 +20,24 @@ from schedd.config.tasks import build_task
 from schedd.config.walk import At, did_you_mean, read, show
 from schedd.errors import InvalidArgument
 from schedd.keys import parse_instant
+from schedd.lanes import DEFAULT_LANE
 from schedd.triggers import Trigger, make_trigger
 from schedd.units import format_duration
 
 
 def build_schedule(
-    name: str, table: Mapping[str, object], defaults: Defaults, tenants: Collection[str], at: At
+    name: str,
+    table: Mapping[str, object],
+    defaults: Defaults,
+    tenants: Collection[str],
+    lanes: Collection[str],
+    at: At,
 ) -> model.ScheduleSpec | None:
     """The schedule at ``at``; None if it has any problem (all of them reported).
 
-    ``tenants`` are the names of the ``[tenants.NAME]`` tables, valid or not: a tenant with
-    a bad ``retry_budget`` is reported there, not again at every schedule naming it.
+    ``tenants`` and ``lanes`` are the names of the ``[tenants.NAME]`` and ``[lanes.NAME]``
+    tables (``default`` among the lanes), valid or not: a tenant with a bad ``retry_budget`` is
+    reported there, not again at every schedule naming it.
     """
     before = at.problem_count()
     report_bad_name(name, "schedule name", at)
@@ -45,7 +52,10 @@ def build_schedule(
         _check_jitter(jitter_ms, trigger, table, at)
     tenant: str | None = values.get("tenant")
     if tenant is not None and tenant not in tenants:
-        (at / "tenant").problem(_unknown_tenant(tenant, tenants))
+        (at / "tenant").problem(unknown_name("tenant", tenant, tenants))
+    lane: str = values.get("lane", DEFAULT_LANE)
+    if lane not in lanes:
+        (at / "lane").problem(unknown_name("lane", lane, lanes))
     if trigger is None or task is None or at.problem_count() > before:
         return None
     return model.ScheduleSpec(
@@ -54,14 +64,16 @@ def build_schedule(
         task=task,
         policies=policies,
         jitter_ms=jitter_ms,
+        lane=lane,
         tenant=tenant,
         source=model.Source.CONFIG,
     )
 
 
-def _unknown_tenant(tenant: str, tenants: Collection[str]) -> str:
-    message = f"unknown tenant {show(tenant)}: there is no [tenants.{tenant}] table"
-    return message + did_you_mean(tenant, tenants) if tenants else message
+def unknown_name(kind: str, name: str, known: Collection[str]) -> str:
+    """Why a schedule's ``tenant`` or ``lane`` is refused, with the closest known name."""
+    message = f"unknown {kind} {show(name)}: there is no [{kind}s.{name}] table"
+    return message + did_you_mean(name, known) if known else message
 
 
 def _trigger(

@@ -120,11 +120,18 @@ SCHEDULE: Schema = {
     "args": Key("args", c.json_array),
     "kwargs": Key("kwargs", c.json_table),
     "tenant": Key("tenant", c.text),
+    "lane": Key("lane", c.text),
 }
 TENANT: Schema = {
     "retry_budget": Key("retry_budget", c.rate),
 }
-#: ``tenants`` and ``schedules`` are tables of named tables, read by TENANT and SCHEDULE.
+#: Fields of ``schedd.lanes.Lane``.
+LANE: Schema = {
+    "reserved": Key("reserved", c.integer(0)),
+    "weight": Key("weight", c.integer(1)),
+}
+#: ``tenants``, ``lanes`` and ``schedules`` are tables of named tables, read by TENANT, LANE
+#: and SCHEDULE.
 SECTIONS: Mapping[str, Schema] = {
     "daemon": DAEMON,
     "store": STORE,
@@ -135,5 +142,6 @@ SECTIONS: Mapping[str, Schema] = {
     "heartbeat": HEARTBEAT,
     "defaults": DEFAULTS,
     "tenants": {},
+    "lanes": {},
     "schedules": {},
 }

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from schedd import model
+from schedd.lanes import Lane
 from schedd.payload import DEFAULT_MAX_PAYLOAD
 from schedd.ratelimit import Rate
 
@@ -130,4 +131,6 @@ class Config:
     heartbeat: HeartbeatConfig
     #: By name; every ``ScheduleSpec.tenant`` is a key here.
     tenants: Mapping[str, TenantConfig]
+    #: By name, ``default`` always among them; every ``ScheduleSpec.lane`` is a key here.
+    lanes: Mapping[str, Lane]
     schedules: tuple[model.ScheduleSpec, ...]

@@ -6,7 +6,7 @@ so a PostgreSQL store returns exactly the same shapes as the SQLite one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from schedd.model import FiringState, ScheduleSpec
@@ -86,6 +86,12 @@ class Ticket:
     payload_id: int
     #: Crashes of earlier attempts (stored with the firing, so they survive restarts).
     crashes: int = 0
+    #: The lane whose slots run it (DESIGN §5).
+    lane: str = "default"
+    #: Since when it may start: its due time, or when it was stored if later (a backfilled or
+    #: triggered occurrence is not late for its old instant). The runner measures the wait
+    #: in its queue from here against the misfire grace.
+    ready_ms: int = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,8 @@ class FiringRecord:
             self.attempt,
             self.payload_id,
             self.crashes,
+            self.lane,
+            ready_ms=max(self.due_ms, self.created_ms),
         )
 
 

@@ -23,6 +23,9 @@ CONFIG = """
 [daemon]
 state_dir = "state"
 
+[lanes.bulk]
+weight = 1
+
 [schedules.from-file]
 every = "1h"
 command = ["/bin/true"]
@@ -265,8 +268,9 @@ async def test_reload_reports_what_changed_and_keeps_a_bad_file_out(
     config.write_text('[daemon]\nstate_dir = "state"\n\n[workers]\nmax = 9\n')
     report = await ops("reload")
     assert sorted(report["removed"]) == ["from-file", "new"]
-    # Still running the [workers] it started with: still a restart away.
-    assert report["restart_required"] == ["workers"]
+    # Still running the [workers] it started with, and [lanes.bulk] is gone from the file:
+    # both are a restart away.
+    assert report["restart_required"] == ["workers", "lanes"]
 
 
 # --- permissions ------------------------------------------------------------------------------

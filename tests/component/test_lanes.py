@@ -1,0 +1,274 @@
+"""Lanes and the misfire re-check, through the real runner and SQLite store, on a fake clock.
+
+The attempts are a stand-in that holds each run until the test releases it, so which firing
+holds which slot, and in what order they start, is under the test's control; everything the
+runner decides (lane queues, reservations, weights, the misfire re-check, the store writes) is
+production code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from schedd.clock import SystemClock
+from schedd.events import FiringEvents
+from schedd.keys import firing_key
+from schedd.lanes import Lane
+from schedd.model import (
+    CommandTask,
+    FiringState,
+    IntervalSpec,
+    Misfire,
+    Policies,
+    ScheduleSpec,
+)
+from schedd.payload import RunPayload, encode_payload
+from schedd.planner import initial_marks
+from schedd.runner import Runner
+from schedd.store.records import FiringRecord, NewFiring, Ticket
+from schedd.store.sqlite import SqliteStore
+from tests.fakes import FakeClock
+
+T0 = 1_767_225_600_000
+GRACE = 1_000
+TASK = CommandTask(("/bin/true",))
+
+
+@dataclass
+class HeldAttempts:
+    """Attempts that start (are recorded) at once and end only when the test says so."""
+
+    starts: list[Ticket] = field(default_factory=list)
+    ended: int = 0
+    _gates: dict[int, asyncio.Event] = field(default_factory=dict)
+
+    async def run(self, ticket: Ticket, payload: RunPayload, stop: object) -> None:
+        self.starts.append(ticket)
+        await self._gates.setdefault(ticket.firing_id, asyncio.Event()).wait()
+        self.ended += 1
+
+    def release(self, ticket: Ticket) -> None:
+        self._gates.setdefault(ticket.firing_id, asyncio.Event()).set()
+
+    def running(self) -> list[Ticket]:
+        return [t for t in self.starts if not self._gates[t.firing_id].is_set()]
+
+    @property
+    def started(self) -> int:
+        return len(self.starts)
+
+    @property
+    def finished(self) -> int:
+        return self.ended
+
+
+@dataclass
+class Bench:
+    clock: FakeClock
+    store: SqliteStore
+    attempts: HeldAttempts
+    runner: Runner
+
+    async def adhoc(self, key: str, lane: str) -> Ticket:
+        rec, _ = await self.store.submit(
+            NewFiring(key, None, "@submit", T0, T0, FiringState.COMMITTED, 0, lane, None, T0),
+            encode_payload(TASK, Policies()),
+        )
+        return rec.ticket()
+
+    async def occurrence(self, name: str, at_ms: int, *, created_ms: int | None = None) -> Ticket:
+        """A committed firing of schedule ``name``, as dispatch (or ``backfill``) makes it."""
+        sched = await self.store.get_schedule(name)
+        [(rec, _)] = await self.store.insert_firings(
+            [
+                NewFiring(
+                    firing_key(name, at_ms),
+                    sched.id,
+                    name,
+                    at_ms,
+                    at_ms,
+                    FiringState.COMMITTED,
+                    sched.payload_id,
+                    sched.spec.lane,
+                    created_ms=created_ms,
+                )
+            ]
+        )
+        return rec.ticket()
+
+    async def firing(self, ticket: Ticket) -> FiringRecord:
+        return await self.store.get_firing(ticket.key)
+
+
+async def eventually(check: Callable[[], bool], what: str) -> None:
+    """Let the runner's tasks run until ``check`` holds (a deadline, not a sleep, bounds it)."""
+    deadline = SystemClock().monotonic_ms() + 10_000
+    while not check():
+        assert SystemClock().monotonic_ms() < deadline, f"never: {what}"
+        await asyncio.sleep(0.001)
+
+
+def schedule(name: str, misfire: Misfire) -> ScheduleSpec:
+    policies = Policies(misfire=misfire, misfire_grace_ms=GRACE)
+    return ScheduleSpec(name, IntervalSpec(60_000), TASK, policies=policies)
+
+
+MakeBench = Callable[..., Awaitable[Bench]]
+#: Schedules every bench has, by name: one per misfire policy.
+POLICY_OF = {"skip": Misfire.SKIP, "fire-once": Misfire.FIRE_ONCE, "fire-all": Misfire.FIRE_ALL}
+
+
+@pytest.fixture
+async def make_bench(tmp_path: Path) -> AsyncIterator[MakeBench]:
+    benches: list[Bench] = []
+
+    async def make(lanes: Mapping[str, Lane] | None = None, capacity: int = 4) -> Bench:
+        clock = FakeClock(wall_ms=T0)
+        store = SqliteStore(tmp_path / f"s{len(benches)}.db")
+        await store.open()
+        specs = [schedule(name, misfire) for name, misfire in POLICY_OF.items()]
+        await store.reconcile(specs, initial=lambda s, hw: initial_marks(s, hw, T0), now_ms=T0)
+        attempts = HeldAttempts()
+        # The runner touches the worker pool only to prescale it, which no test here does.
+        runner = Runner(
+            store,
+            clock,
+            FiringEvents(SystemClock()),
+            attempts,
+            None,
+            max_workers=capacity,
+            lanes=lanes,
+        )
+        runner.start()
+        bench = Bench(clock, store, attempts, runner)
+        benches.append(bench)
+        return bench
+
+    yield make
+    for bench in benches:
+        for ticket in bench.attempts.starts:
+            bench.attempts.release(ticket)
+        await bench.runner.stop(0)
+        await bench.store.close()
+
+
+# --- lanes --------------------------------------------------------------------------------------
+
+
+async def test_a_reserved_slot_runs_critical_work_at_once_behind_a_bulk_backlog(
+    make_bench: MakeBench,
+) -> None:
+    b = await make_bench({"critical": Lane(reserved=1), "bulk": Lane()}, capacity=4)
+    for i in range(50):
+        b.runner.submit(await b.adhoc(f"bulk-{i}", "bulk"))
+    assert (b.runner.busy, b.runner.queued) == (3, 47), "bulk never takes critical's slot"
+    await eventually(lambda: b.attempts.started == 3, "three bulk firings start")
+
+    for round_ in range(3):
+        critical = await b.adhoc(f"critical-{round_}", "critical")
+        b.runner.submit(critical)
+        assert b.runner.busy == 4, "critical starts at once, with 47 bulk firings ahead of it"
+        await eventually(lambda t=critical: t in b.attempts.starts, "critical starts")
+        b.attempts.release(critical)
+        await eventually(lambda: b.runner.busy == 3, "critical's run ends")
+        assert b.runner.queued == 47, "its slot went back to idle, not to bulk"
+
+    for _ in range(10):  # bulk drains through its three slots, never more
+        b.attempts.release(b.attempts.running()[0])
+        await eventually(lambda: len(b.attempts.running()) == 3, "the next bulk firing starts")
+        assert b.runner.busy == 3
+    assert Counter(t.lane for t in b.attempts.starts) == Counter(bulk=13, critical=3)
+
+
+async def test_saturated_lanes_share_the_slots_three_to_one_by_weight(
+    make_bench: MakeBench,
+) -> None:
+    b = await make_bench({"heavy": Lane(weight=3), "light": Lane(weight=1)}, capacity=4)
+    for i in range(60):
+        b.runner.submit(await b.adhoc(f"light-{i}", "light"))
+        b.runner.submit(await b.adhoc(f"heavy-{i}", "heavy"))
+    await eventually(lambda: b.attempts.started == 4, "the slots fill")
+    while b.attempts.started < 40:
+        started = b.attempts.started
+        b.attempts.release(b.attempts.running()[0])
+        await eventually(lambda n=started: b.attempts.started == n + 1, "a slot is refilled")
+        assert b.runner.busy == 4
+    first = Counter(t.lane for t in b.attempts.starts[:40])
+    assert 28 <= first["heavy"] <= 32, first
+
+
+async def test_an_unconfigured_lane_runs_in_default(
+    make_bench: MakeBench,
+) -> None:
+    b = await make_bench({"critical": Lane(reserved=1)}, capacity=2)
+    b.runner.submit(await b.adhoc("a", "gone"))
+    b.runner.submit(await b.adhoc("b", "default"))
+    assert (b.runner.busy, b.runner.queued) == (1, 1), "one shared slot for default and 'gone'"
+
+
+# --- the misfire re-check at start --------------------------------------------------------------
+
+
+async def queued_behind_a_blocker(b: Bench, ticket: Ticket, wait_ms: int) -> None:
+    """``ticket`` waits ``wait_ms`` in the queue behind a run holding the only slot, then starts."""
+    blocker = await b.adhoc("blocker", "default")
+    b.runner.submit(blocker)
+    b.runner.submit(ticket)
+    await eventually(lambda: b.attempts.started == 1, "the blocker starts")
+    b.clock.advance(wait_ms)
+    b.attempts.release(blocker)
+
+
+@pytest.mark.parametrize(
+    ("wait_ms", "skipped"), [(GRACE + 1, True), (GRACE, False)], ids=["past-grace", "at-grace"]
+)
+async def test_skip_records_a_firing_that_waited_past_its_grace_and_never_runs_it(
+    make_bench: MakeBench, wait_ms: int, skipped: bool
+) -> None:
+    b = await make_bench(capacity=1)
+    late = await b.occurrence("skip", T0)
+    await queued_behind_a_blocker(b, late, wait_ms)
+    if skipped:
+        await eventually(lambda: b.runner.busy == 0, "the late firing is handled")
+        f = await b.firing(late)
+        assert f.state is FiringState.SKIPPED
+        assert f.reason == f"misfire: waited {wait_ms}ms in the queue (grace {GRACE}ms)"
+        assert late not in b.attempts.starts
+        assert b.runner.active_count(late.schedule_id or 0) == 0, "it no longer counts as active"
+    else:
+        await eventually(lambda: late in b.attempts.starts, "the on-time firing starts")
+
+
+@pytest.mark.parametrize("name", ["fire-once", "fire-all"])
+async def test_other_policies_run_a_firing_that_waited_past_its_grace(
+    make_bench: MakeBench, name: str
+) -> None:
+    b = await make_bench(capacity=1)
+    late = await b.occurrence(name, T0)
+    await queued_behind_a_blocker(b, late, 10 * GRACE)
+    await eventually(lambda: late in b.attempts.starts, "the late firing starts")
+    assert (await b.firing(late)).state is FiringState.COMMITTED, "not skipped (held by the stub)"
+
+
+@pytest.mark.parametrize(
+    ("kind", "wait_ms"), [("adhoc", 10 * GRACE), ("retry", 10 * GRACE), ("backfill", GRACE // 2)]
+)
+async def test_only_first_attempts_of_schedules_count_their_wait_from_when_they_were_ready(
+    make_bench: MakeBench, kind: str, wait_ms: int
+) -> None:
+    b = await make_bench(capacity=1)
+    if kind == "adhoc":
+        ticket = await b.adhoc("submitted", "default")
+    elif kind == "retry":
+        ticket = dataclasses.replace(await b.occurrence("skip", T0), attempt=2)
+    else:  # an occurrence an hour old, backfilled now: it is not late for its old instant
+        ticket = await b.occurrence("skip", T0 - 3_600_000, created_ms=T0)
+    await queued_behind_a_blocker(b, ticket, wait_ms)
+    await eventually(lambda: ticket in b.attempts.starts, f"the {kind} firing starts")
