@@ -58,19 +58,7 @@ def submit(
 ) -> None:
     """Enqueue one job (ARGV or --python); prints its key and whether it was created."""
     try:
-        task = specs.task_table(
-            argv,
-            python=python,
-            args=args,
-            kwargs=kwargs,
-            shell=shell,
-            cwd=cwd,
-            env=env,
-            timeout=timeout,
-            retries=retries,
-            overlap=overlap,
-            tenant=tenant,
-        )
+        task = specs.task_from(ctx.params)
     except InvalidArgument as exc:
         fail(exc)
     optional = {"key": key, "at": at, "lane": lane}

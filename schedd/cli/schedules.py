@@ -121,19 +121,7 @@ def schedules_add(
 ) -> None:
     """Add a schedule (source api; it persists across restarts) that runs ARGV or --python."""
     try:
-        task = specs.task_table(
-            argv,
-            python=python,
-            args=args,
-            kwargs=kwargs,
-            shell=shell,
-            cwd=cwd,
-            env=env,
-            timeout=timeout,
-            retries=retries,
-            overlap=overlap,
-            tenant=tenant,
-        )
+        task = specs.task_from(ctx.params)
         spec = specs.schedule_table(
             task,
             cron=cron,

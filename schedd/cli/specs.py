@@ -14,6 +14,7 @@ given twice, ``--cwd`` on a Python task) and text that must become JSON before i
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -111,6 +112,27 @@ def task_table(
     if retries is not None:
         table["retry"] = {"max_attempts": retries + 1}
     return table
+
+
+#: The task flags ``submit`` and ``schedules add`` share (their typer parameter names).
+TASK_FLAGS = (
+    "python",
+    "args",
+    "kwargs",
+    "shell",
+    "cwd",
+    "env",
+    "timeout",
+    "retries",
+    "overlap",
+    "tenant",
+)
+
+
+def task_from(params: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`task_table` from a command's parsed parameters (``ctx.params``): both commands
+    declare the same task flags, and this reads them in one place."""
+    return task_table(params.get("argv"), **{name: params[name] for name in TASK_FLAGS})
 
 
 def schedule_table(
