@@ -1,0 +1,74 @@
+"""schedd scenario 7 (recovery): start to READY after SIGKILL with N committed-unfinished firings.
+
+The firings are made the way an application makes them: ``submit`` over the admin socket,
+pipelined on a few connections (which also gives the admin API's submit rate). The task is a
+long ``sleep`` and ``[workers] max = 1``, so one runs and N-1 wait committed when the daemon
+is killed. Each repetition kills and restarts the same store: recovery finds the lost run
+(killing its leftover process group first) and re-queues every committed firing before READY.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from bench.common import Admin, Daemon, config, now_s, running, wait_until, workdir
+from bench.pulse import BLOCKER
+
+CONNECTIONS = 4
+WINDOW = 500
+
+
+def submit_all(daemon: Daemon, n: int, task: dict[str, Any]) -> float:
+    """Submit N tasks over ``CONNECTIONS`` pipelined connections; return submits per second."""
+
+    def one_connection(first: int, count: int) -> None:
+        admin = Admin(daemon.socket)
+        try:
+            for start in range(first, first + count, WINDOW):
+                batch = range(start, min(first + count, start + WINDOW))
+                for i in batch:
+                    admin.send("submit", {"task": task, "key": f"job-{i}"})
+                for _ in batch:
+                    admin.receive()
+        finally:
+            admin.close()
+
+    share = -(-n // CONNECTIONS)
+    threads = [
+        threading.Thread(target=one_connection, args=(c * share, min(share, n - c * share)))
+        for c in range(CONNECTIONS)
+        if n - c * share > 0
+    ]
+    t0 = now_s()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return n / (now_s() - t0)
+
+
+def recovery(n: int, reps: int) -> dict[str, Any]:
+    with workdir("recov") as root:
+        daemon = Daemon(root, config(workers=1))
+        with running(daemon):
+            empty = daemon.start()
+            rate = submit_all(daemon, n, {"command": ["/bin/sleep", "3600"]})
+            wait_until(
+                lambda: daemon.call("status")["firings"]["unfinished"] >= n, 300, "submits stored"
+            )
+            ready: list[float] = []
+            for _ in range(reps):
+                daemon.kill()
+                ready.append(daemon.start(timeout_s=300))
+                unfinished = daemon.call("status")["firings"]["unfinished"]
+            daemon.kill(signal.SIGTERM)  # ends the blocker the last recovery started again
+    return {
+        "n": n,
+        "submit_rate": rate,
+        "ready_s": ready,
+        "empty_ready_s": empty,
+        "unfinished_after": unfinished,
+        "blocker": BLOCKER,
+    }
