@@ -375,8 +375,9 @@ async def _reload_on_hup(hup: asyncio.Event, reloader: Reloader, notifier: Notif
 
 async def _status_line(store: Store, runner: Runner, clock: Clock) -> str:
     """One line for ``systemctl status``: how much is scheduled, queued and how late."""
-    oldest = [d.oldest_ready_due_ms for d in await store.lanes() if d.oldest_ready_due_ms]
-    lag = f", lag {max(0, clock.wall_ms() - min(oldest))} ms" if oldest else ""
+    now = clock.wall_ms()
+    lags = [ms for d in await store.lanes() if (ms := d.lag_ms(now)) is not None]
+    lag = f", lag {max(lags)} ms" if lags else ""
     return (
         f"{await store.count_schedules()} schedule(s), {runner.queued} ready,"
         f" {runner.busy} running{lag}"

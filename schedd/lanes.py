@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from schedd.store.records import LaneDepth
 
 #: The lane of schedules and submissions that name none; it always exists.
 DEFAULT_LANE = "default"
@@ -54,6 +56,14 @@ class Start(NamedTuple):
 def with_default(lanes: Mapping[str, Lane]) -> dict[str, Lane]:
     """``lanes`` plus ``default`` (unreserved, weight 1) unless it is configured."""
     return {DEFAULT_LANE: Lane(), **lanes}
+
+
+def every_lane(depths: Iterable[LaneDepth]) -> list[LaneDepth]:
+    """Queue depths by lane name, ``default`` always among them (an idle daemon reports 0, not
+    nothing): what ``status``, the metrics and ``STATUS=`` show."""
+    by_lane = {d.lane: d for d in depths}
+    by_lane.setdefault(DEFAULT_LANE, LaneDepth(DEFAULT_LANE, 0, 0, None))
+    return [by_lane[name] for name in sorted(by_lane)]
 
 
 class Allocator:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from schedd.clock import Clock
+from schedd.lanes import every_lane
 from schedd.metrics import Gauges, LaneGauge, Metrics
 from schedd.model import FiringState, RunOutcome
 from schedd.overdue import OverdueWatch
@@ -20,8 +21,6 @@ from schedd.store.contract import Store
 from schedd.store.firings import DLQ_STATES
 from schedd.store.records import ScheduleRecord, Ticket
 from schedd.timer import Timer
-
-DEFAULT_LANE = "default"
 
 
 class Telemetry:
@@ -111,18 +110,10 @@ class Telemetry:
         store, now = self.store, self._clock.wall_ms()
         info = await store.info()
         oldest_dead = await store.oldest_dead_ms()
-        depths = {d.lane: d for d in await store.lanes()}
         lanes = [
-            LaneGauge(
-                lane,
-                d.ready if d else 0,
-                d.running if d else 0,
-                None
-                if d is None or d.oldest_ready_due_ms is None
-                else max(0, now - d.oldest_ready_due_ms) / 1000,
-            )
-            for lane in sorted({DEFAULT_LANE, *depths})
-            for d in [depths.get(lane)]
+            LaneGauge(d.lane, d.ready, d.running, None if lag is None else lag / 1000)
+            for d in every_lane(await store.lanes())
+            for lag in [d.lag_ms(now)]
         ]
         pool = self.runner.pool.stats()
         self.metrics.set_gauges(

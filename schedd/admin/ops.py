@@ -47,6 +47,7 @@ from schedd.dispatcher import Dispatcher
 from schedd.errors import InvalidArgument, NotFound, PermissionDenied
 from schedd.events import FiringEvents
 from schedd.keys import format_instant
+from schedd.lanes import every_lane
 from schedd.model import FINAL_STATES, FiringState, RunOutcome
 from schedd.reload import Reloader
 from schedd.runner import Runner
@@ -61,7 +62,6 @@ log = logging.getLogger("schedd.admin")
 
 MAX_WAIT_MS = 3_600_000
 #: What a run's ``state`` may be: running, or how it ended.
-DEFAULT_LANE = "default"
 RUN_STATES = ("running", *(o.value for o in RunOutcome))
 
 
@@ -292,19 +292,16 @@ class AdminOps:
 
 
 def _lanes_json(depths: list[LaneDepth], now: int) -> dict[str, Any]:
-    """Queue depth and lag per lane; ``default`` is always listed, so an idle daemon says 0."""
-    idle = {"ready": 0, "running": 0, "oldest_ready_at": None, "lag_ms": None}
-    lanes: dict[str, Any] = {DEFAULT_LANE: idle}
-    for d in depths:
-        lanes[d.lane] = {
+    """Queue depth and lag per lane (``default`` always listed)."""
+    return {
+        d.lane: {
             "ready": d.ready,
             "running": d.running,
             "oldest_ready_at": at(d.oldest_ready_due_ms),
-            "lag_ms": None
-            if d.oldest_ready_due_ms is None
-            else max(0, now - d.oldest_ready_due_ms),
+            "lag_ms": d.lag_ms(now),
         }
-    return lanes
+        for d in every_lane(depths)
+    }
 
 
 def _run_states(args: Mapping[str, Any]) -> list[str] | None:

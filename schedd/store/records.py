@@ -267,6 +267,11 @@ class LaneDepth:
     running: int
     oldest_ready_due_ms: int | None
 
+    def lag_ms(self, now_ms: int) -> int | None:
+        """How long the oldest ready firing has been due (never negative after a clock step)."""
+        due = self.oldest_ready_due_ms
+        return None if due is None else max(0, now_ms - due)
+
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
