@@ -15,6 +15,9 @@ the policy applies to them, while on-time ones fire normally:
 * ``fire_all``: the latest ``max_catchup`` missed occurrences fire, older ones are ``skipped``;
 * ``skip``: missed occurrences are recorded as ``skipped``.
 
+A missed occurrence that fires is marked ``catchup``: the runner releases such firings through
+the catch-up drain at a bounded rate, behind fresh work (DESIGN §5).
+
 Recording is bounded: at most ``max_catchup`` skipped rows per plan (the rest are counted in the
 reason of the last one), and scanning a long outage of a fast cron fast-forwards instead of
 iterating millions of occurrences, so a week of downtime costs the same as an hour.
@@ -137,6 +140,8 @@ def plan(rule: ScheduleRule, *, now_ms: int, active: int) -> SchedulePlan | None
     to_fire, to_skip, note = _apply_misfire(series, policies)
     lane = str(rule.rule.get("lane", "default"))
 
+    missed = set(series.missed)
+
     def firing(occ: int, state: FiringState, reason: str | None) -> NewFiring:
         return NewFiring(
             key=firing_key(rule.name, occ),
@@ -148,6 +153,7 @@ def plan(rule: ScheduleRule, *, now_ms: int, active: int) -> SchedulePlan | None
             payload_id=rule.payload_id,
             lane=lane,
             reason=reason,
+            catchup=occ in missed,
         )
 
     firings = [firing(o, FiringState.SKIPPED, note) for o in to_skip]

@@ -62,8 +62,8 @@ async def insert_new(
             fresh.setdefault(f.key, f)
     await conn.executemany(
         "INSERT INTO firings (key, schedule_id, schedule, scheduled_for_ms, due_ms, state,"
-        " attempt, payload_id, lane, reason, created_ms, updated_ms, retry_at_ms)"
-        " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+        " attempt, payload_id, lane, reason, created_ms, updated_ms, retry_at_ms, catchup)"
+        " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 f.key,
@@ -78,6 +78,7 @@ async def insert_new(
                 f.due_ms if f.created_ms is None else f.created_ms,
                 f.due_ms if f.created_ms is None else f.created_ms,
                 f.due_ms if f.state is FiringState.SCHEDULED else None,
+                int(f.catchup),
             )
             for f in fresh.values()
         ],

@@ -57,6 +57,8 @@ class NewFiring:
     #: Stored as ``created_ms``/``updated_ms``; ``None`` means ``due_ms``, right for a dispatched
     #: occurrence (created when due) but not for work submitted now to start later.
     created_ms: int | None = None
+    #: Made for an occurrence that missed its grace: the catch-up drain releases it.
+    catchup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class Ticket:
     #: triggered occurrence is not late for its old instant). The runner measures the wait
     #: in its queue from here against the misfire grace.
     ready_ms: int = field(kw_only=True)
+    #: Backlog of an outage: released by the catch-up drain, never queued ahead of fresh work.
+    catchup: bool = field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,7 @@ class FiringRecord:
     created_ms: int
     updated_ms: int
     retry_at_ms: int | None = None
+    catchup: bool = False
 
     def ticket(self) -> Ticket:
         return Ticket(
@@ -124,6 +129,7 @@ class FiringRecord:
             self.crashes,
             self.lane,
             ready_ms=max(self.due_ms, self.created_ms),
+            catchup=self.catchup,
         )
 
 

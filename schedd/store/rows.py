@@ -33,7 +33,7 @@ CHUNK = 500
 
 FIRING_COLS = (
     "id, key, schedule_id, schedule, scheduled_for_ms, due_ms, state, attempt, crashes,"
-    " payload_id, lane, reason, created_ms, updated_ms, retry_at_ms"
+    " payload_id, lane, reason, created_ms, updated_ms, retry_at_ms, catchup"
 )
 RUN_COLS = (
     "r.id, r.firing_id, f.key, r.schedule, r.attempt, r.state, r.pid, r.pgid, r.proc_start,"
@@ -86,6 +86,7 @@ def firing_row(row: sqlite3.Row | tuple[Any, ...]) -> FiringRecord:
         created_ms=row[12],
         updated_ms=row[13],
         retry_at_ms=row[14],
+        catchup=bool(row[15]),
     )
 
 

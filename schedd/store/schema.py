@@ -22,6 +22,11 @@ Layout decisions that carry guarantees:
   left ``scheduled`` get their due time as wake time, so none sleeps forever.
 * ``schedules.task_kind`` (v2) says whether a schedule runs a Python task, so the loader can
   tell the worker pool to pre-scale for a pulse without reading any payload.
+* v4 ``firings.catchup`` marks a firing made for an occurrence that missed its grace (an
+  outage, a forward clock jump): it is released by the catch-up drain at a bounded rate
+  instead of queued with fresh work. The partial index ``firings_ready`` (committed only, by
+  lane, catch-up flag and id) is how the runner reads back, in order, the committed firings it
+  does not hold in memory (``[dispatch] max_ready``) and how the drain pages the backlog.
 """
 
 from __future__ import annotations
@@ -108,6 +113,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX firings_wake ON firings(retry_at_ms, id)
             WHERE state IN ('failed', 'scheduled') AND retry_at_ms IS NOT NULL""",
         "UPDATE firings SET retry_at_ms = due_ms WHERE state = 'scheduled' AND retry_at_ms IS NULL",
+    ),
+    # version 4: the catch-up flag, and reading committed firings back in order
+    (
+        "ALTER TABLE firings ADD COLUMN catchup INTEGER NOT NULL DEFAULT 0",
+        """CREATE INDEX firings_ready ON firings(lane, catchup, id)
+            WHERE state = 'committed'""",
     ),
 )
 

@@ -122,6 +122,9 @@ def test_a_long_outage_of_a_fast_schedule_is_planned_without_scanning_it_all() -
     # The missed week collapses into one firing; the 31 occurrences within the 30 s grace fire.
     assert fired(p) == [T0 + week - 31_000] + [T0 + week - i * 1000 for i in range(30, -1, -1)]
     assert (p.firings[0].reason or "").startswith("misfire: about 604")
+    flags = {f.scheduled_for_ms: f.catchup for f in p.firings}
+    assert flags.pop(T0 + week - 31_000), "the collapsed missed firing is catch-up backlog"
+    assert not any(flags.values()), "occurrences within their grace are fresh work"
 
 
 def test_overlap_skip_records_the_occurrence_as_skipped_while_a_run_is_active() -> None:
