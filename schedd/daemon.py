@@ -8,7 +8,8 @@ Start-up order carries the guarantees:
    groups (identity-checked, so a reused pid is never hit), and move every unfinished firing back
    to ``committed`` with attempt + 1 — before anything can start a second run of the same key;
 4. reconcile the config's schedules into the store;
-5. start the runner, re-queue the recovered firings, open the admin socket, start dispatching;
+5. hand the runner the recovered firings (as ranges it reads back), open the admin socket,
+   start the runner and the dispatching;
 6. only then report ``READY=1`` to systemd.
 
 Shutdown (SIGTERM/SIGINT): stop producing firings first, then give running tasks
@@ -67,7 +68,6 @@ from schedd.workers.procs import ProcessIdentity, kill_group_if_ours
 
 log = logging.getLogger("schedd")
 
-RESUME_PAGE = 1000
 #: How long running on_quarantine hooks may still take at shutdown.
 HOOK_GRACE_MS = 10_000
 
@@ -124,7 +124,15 @@ async def _run(
     timer = Timer(clock)
     attempts = _attempts(config, clock, store, events, pool, launcher, hooks, journal)
     runner = Runner(
-        store, clock, events, attempts, pool, max_workers=config.workers.max, lanes=config.lanes
+        store,
+        clock,
+        events,
+        attempts,
+        pool,
+        max_workers=config.workers.max,
+        lanes=config.lanes,
+        max_ready=config.dispatch.max_ready,
+        catchup=config.catchup,
     )
     dispatcher = Dispatcher(store, timer, runner, events, clock, horizon_ms=config.store.horizon_ms)
     attempts.on_retry = dispatcher.retry_scheduled
@@ -394,11 +402,8 @@ def node_identity() -> dict[str, str | None]:
 
 
 async def _resume(store: SqliteStore, runner: Runner) -> int:
-    """Queue every committed firing (recovered or never started), oldest first."""
-    after, total = 0, 0
-    while page := await store.unfinished(after_id=after, limit=RESUME_PAGE):
-        for firing in page:
-            runner.submit(firing.ticket())
-        after = page[-1].id
-        total += len(page)
-    return total
+    """Hand the runner every committed firing (recovered or never started): as id ranges it
+    reads back in order, and counts per schedule, so a large backlog costs no memory here."""
+    spans = await store.ready_spans()
+    runner.resume(spans, await store.committed_by_schedule())
+    return sum(s.count for s in spans)

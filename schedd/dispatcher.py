@@ -5,11 +5,15 @@ rest stay in SQLite behind the ``next_due_ms`` index. A refill handle wakes the 
 horizon to load the next window ``(loaded_until, now + horizon]``, page by page, so memory
 follows what is due soon and never the number of stored schedules or their payloads.
 
-Each wake-up pops every expired handle and handles them as **one** store transaction: the
-planner (pure, :mod:`schedd.planner`) turns each due schedule into firings and a new high-water
-mark, and the store commits them together (write-ahead). Only then are tickets handed to the
-runner. A commit that fails (disk full, I/O error) loses nothing: the handles are re-armed and
-retried a second later, and no task started.
+Each wake-up pops every expired handle and handles them in store transactions of up to
+``BATCH`` schedules: the planner (pure, :mod:`schedd.planner`) turns each due schedule into
+firings and a new high-water mark, and the store commits them together (write-ahead). Only then
+are tickets handed to the runner, whose ready queues keep what they have no room for in the
+store. Batching bounds the tickets alive at once in a pulse of any size (the issue's 500 000
+due in one second), lets the runs' own commits interleave, for a few extra fsyncs, and between
+two batches whatever fell due meanwhile (a critical every-second schedule) goes first.
+A commit that fails (disk full, I/O error) loses nothing: the handles are re-armed and retried a
+second later, and no task started.
 
 Whoever moves a schedule's ``next_due_ms`` into the loaded window must arm it: the dispatcher
 does so after each commit, and admin/reload changes call :meth:`Dispatcher.schedule_moved`.
@@ -44,6 +48,8 @@ log = logging.getLogger("schedd.dispatcher")
 REFILL = ("refill",)
 #: Rows per loader page: each page is its own short read.
 PAGE = 5000
+#: Due schedules per write-ahead transaction.
+BATCH = 5000
 #: After a failed commit, due handles are retried this much later.
 RETRY_MS = 1000
 #: How far ahead Python firings count towards pre-scaling the worker pool.
@@ -95,16 +101,25 @@ class Dispatcher:
         await self.refill()
         while True:
             keys = await self._timer.expired()
-            ids = _ids(keys, "s")
-            retries = _ids(keys, "r")
-            if REFILL in keys:
-                await self.refill()
-            if ids:
-                await self._dispatch(ids)
-            if retries:
-                await self._start_retries(retries)
-            self._prescale()
-            self.passes += 1
+            while keys:
+                keys = await self._pass(keys)
+
+    async def _pass(self, keys: list[Hashable]) -> list[Hashable]:
+        """Handle expired handles, committing at most ``BATCH`` schedules; what is left of a
+        pulse comes back with whatever fell due meanwhile in front of it, so a schedule due
+        during a long pulse waits for one batch, not for the whole pulse."""
+        ids = _ids(keys, "s")
+        retries = _ids(keys, "r")
+        if REFILL in keys:
+            await self.refill()
+        if ids:
+            await self._dispatch(ids[:BATCH])
+        if retries:
+            await self._start_retries(retries)
+        self._prescale()
+        self.passes += 1
+        rest: list[Hashable] = [("s", i) for i in ids[BATCH:]]
+        return self._timer.expired_now() + rest if rest else []
 
     async def refill(self) -> None:
         """Arm every schedule due in ``(loaded_until, now + horizon]``."""

@@ -84,6 +84,11 @@ class Allocator:
         self._own: Counter[str] = Counter()
         self._borrowed: Counter[str] = Counter()
 
+    @property
+    def names(self) -> list[str]:
+        """Every configured lane, ``default`` included."""
+        return sorted(self._lanes)
+
     def lane_of(self, name: str) -> str:
         """The lane a firing runs in: its own, or ``default`` if that lane is not configured."""
         return name if name in self._lanes else DEFAULT_LANE

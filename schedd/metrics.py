@@ -88,6 +88,10 @@ class Gauges:
     dlq_size: int
     dlq_oldest_age_s: float | None
     catchup_backlog: int
+    #: Catch-up firings released per second now (0 while no backlog drains).
+    catchup_rate: float
+    #: Firings held in memory waiting for a slot (at most ``[dispatch] max_ready``).
+    ready_held: int
     #: Counted since the daemon started, so it is exported as a counter.
     clock_jumps: int
     store_bytes: int
@@ -256,8 +260,18 @@ class _StateCollector(Collector):
             ),
             _value(
                 "schedd_catchup_backlog",
-                "Missed occurrences still to be committed after downtime.",
+                "Catch-up firings (missed occurrences) committed and not yet released.",
                 g.catchup_backlog,
+            ),
+            _value(
+                "schedd_catchup_rate",
+                "Catch-up firings released per second now (0 while no backlog drains).",
+                g.catchup_rate,
+            ),
+            _value(
+                "schedd_ready_held",
+                "Firings held in memory waiting for a slot ([dispatch] max_ready bounds it).",
+                g.ready_held,
             ),
             CounterMetricFamily(
                 "schedd_clock_jumps",

@@ -39,6 +39,8 @@ _FIXED = (
     "store",
     "admin",
     "workers",
+    "dispatch",
+    "catchup",
     "lanes",
     "logging",
     "tenants",

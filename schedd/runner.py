@@ -1,8 +1,14 @@
 """Runs committed firings with bounded concurrency, by lane, honouring each schedule's policies.
 
-A ticket (ids only) arrives once its firing is committed and waits in its lane's queue; a free
-slot reads the payload and hands the attempt to :class:`~schedd.attempt.Attempts`. At most
-``[workers] max`` attempts are in flight, commands and Python calls together.
+A ticket (ids only) arrives once its firing is committed and goes to the ready queues
+(:mod:`schedd.ready`: bounded by ``[dispatch] max_ready``, the overflow and the catch-up
+backlog left in the store and read back in order); a free slot takes the next one, reads the
+payload and hands the attempt to :class:`~schedd.attempt.Attempts`. At most ``[workers] max``
+attempts are in flight, commands and Python calls together.
+
+**Active counts** (for the planner's overlap decision) cover every firing this process was
+told of and has not finished, held in memory or left in the store: :meth:`submit` counts it,
+:meth:`resume` counts what a restart found committed, and its end (or removal) un-counts it.
 
 **Lanes** (:mod:`schedd.lanes`): which lane's queue a free slot serves is the allocator's call;
 a lane's reserved slots never run another lane's work, and the rest are shared by weight. A
@@ -23,10 +29,11 @@ schedule whose previous run is still going is *parked* (it holds no slot) until 
 and for ``replace`` the running attempt is first asked to stop (SIGTERM, grace, SIGKILL; its
 firing ends ``cancelled``, "replaced by <key>"). ``allow`` runs side by side.
 
-**Removal**: an operator may cancel committed firings (``firings remove``) that already sit in
-the queue. The store's state change is the truth, but the runner must not even spawn them:
-:meth:`discard` marks the pending ones and a slot drops them when it takes them. Only ids still
-pending are remembered, so the set stays bounded by the queue.
+**Removal**: an operator may cancel committed firings (``firings remove``). The store's state
+change is the truth, but the runner must not even spawn them: :meth:`discard` marks the ones it
+holds and a slot drops them when it takes them; those left in the store are never read back (a
+page reads only ``committed`` rows) and are only un-counted. Only held ids are remembered, so
+the set stays bounded by the queues.
 
 Shutdown is two-phased: ``stop`` first stops taking tickets (committed-but-unstarted and parked
 firings stay in the store and are resumed at the next start), lets running tasks finish within
@@ -38,19 +45,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 
 from schedd.aio import wait_first
 from schedd.attempt import Attempts
+from schedd.catchup import CatchupDrain, CatchupSettings
 from schedd.clock import Clock
 from schedd.errors import ScheddError
 from schedd.events import FiringEvents
 from schedd.lanes import Allocator, Lane, Start
 from schedd.model import FiringState, Misfire, Overlap, Policies
 from schedd.payload import RunPayload, decode_payload
+from schedd.ready import ReadyQueues
 from schedd.store.contract import Store
-from schedd.store.records import Ticket
+from schedd.store.records import FiringRef, ReadySpan, Ticket
 from schedd.workers.pool import WorkerPool
 
 log = logging.getLogger("schedd.runner")
@@ -69,6 +78,8 @@ class Runner:
         *,
         max_workers: int,
         lanes: Mapping[str, Lane] | None = None,
+        max_ready: int = 10_000,
+        catchup: CatchupSettings | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -77,32 +88,50 @@ class Runner:
         self._pool = pool
         self._max = max_workers
         self._lanes = Allocator(lanes or {}, max_workers)
-        #: Lane -> its tickets waiting for a slot; a lane with none has no entry.
-        self._ready: defaultdict[str, deque[Ticket]] = defaultdict(deque)
+        self.ready = ReadyQueues(
+            store,
+            clock,
+            self._lanes,
+            CatchupDrain(catchup or CatchupSettings(), clock.monotonic_ms()),
+            max_ready=max_ready,
+            catchup_slots=max_workers,
+            on_ready=self._fill,
+        )
         self._active: Counter[int] = Counter()
         #: schedule id -> {firing id: its stop request} for attempts in flight.
         self._running: defaultdict[int, dict[int, asyncio.Future[str]]] = defaultdict(dict)
         self._parked: defaultdict[int, list[Ticket]] = defaultdict(list)
-        #: Firing ids given to :meth:`submit` and not started yet (queued or parked).
-        self._pending: set[int] = set()
-        #: Pending firings an operator removed (``firings remove``): dropped, never started.
+        #: Held firings an operator removed (``firings remove``): dropped, never started.
         self._discarded: set[int] = set()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._pager: asyncio.Task[None] | None = None
         self._started = False
         self._stopping = False
 
     # --- what the dispatcher and status see ------------------------------------------------
 
     def submit(self, ticket: Ticket) -> None:
+        """A firing was committed: count it, and queue it (or leave it in the store)."""
         if ticket.schedule_id is not None:
             self._active[ticket.schedule_id] += 1
-        self._pending.add(ticket.firing_id)
-        self._ready[self._lanes.lane_of(ticket.lane)].append(ticket)
+        if ticket.firing_id in self.ready.known:
+            return  # a page read it back between its commit and this call: held already
+        self.ready.offer(ticket)
         self._fill()
 
-    def discard(self, firing_ids: Iterable[int]) -> None:
+    def resume(self, spans: Iterable[ReadySpan], active: Mapping[int, int]) -> None:
+        """At start-up: the committed firings found in the store, and their counts per
+        schedule; they are read back in order like any left in the store."""
+        self._active.update(active)
+        self.ready.resume(spans)
+
+    def discard(self, removed: Iterable[FiringRef]) -> None:
         """These firings were cancelled in the store: drop them if they have not started."""
-        self._discarded.update(i for i in firing_ids if i in self._pending)
+        for ref in removed:
+            if ref.id in self.ready.known:
+                self._discarded.add(ref.id)
+            elif ref.was is FiringState.COMMITTED and ref.schedule_id is not None:
+                self._uncount(ref.schedule_id)
 
     def active_count(self, schedule_id: int) -> int:
         """Firings of this schedule committed (queued, parked) or running here."""
@@ -113,9 +142,8 @@ class Runner:
 
     @property
     def queued(self) -> int:
-        return sum(len(q) for q in self._ready.values()) + sum(
-            len(p) for p in self._parked.values()
-        )
+        """Tickets held in memory waiting for a slot (parked ones included)."""
+        return self.ready.held + sum(len(p) for p in self._parked.values())
 
     @property
     def busy(self) -> int:
@@ -141,11 +169,15 @@ class Runner:
 
     def start(self) -> None:
         self._started = True
+        self._pager = asyncio.create_task(self.ready.run(), name="schedd-ready")
         self._fill()
 
     async def stop(self, grace_ms: int) -> None:
         """Stop taking work, let runs finish within ``grace_ms``, then kill what remains."""
         self._stopping = True
+        if self._pager is not None:
+            self._pager.cancel()
+            await asyncio.gather(self._pager, return_exceptions=True)
         if self._in_flight:
             log.info("waiting up to %d ms for %d running task(s)", grace_ms, len(self._in_flight))
             deadline = self._clock.monotonic_ms() + grace_ms
@@ -165,11 +197,8 @@ class Runner:
         """Start tickets while a slot is free for a lane with work (the allocator decides which)."""
         if not self._started or self._stopping:
             return
-        while (start := self._lanes.next(self._ready.keys())) is not None:
-            queue = self._ready[start.lane]
-            ticket = queue.popleft()
-            if not queue:
-                del self._ready[start.lane]
+        while (start := self._lanes.next(self.ready.waiting_lanes())) is not None:
+            ticket = self.ready.pop(start.lane)
             run = asyncio.create_task(self._slot(ticket, start), name=f"schedd-run-{ticket.key}")
             self._in_flight.add(run)
 
@@ -196,14 +225,12 @@ class Runner:
             return True
         payload = await self._payload(ticket)
         if payload is None:  # it is dead now, and never starts
-            self._pending.discard(ticket.firing_id)
             return True
         if not self._claim(ticket) or await self._misfired(ticket, payload.policies):
             return True
         sid = ticket.schedule_id
         if sid is None or payload.policies.overlap not in _SERIAL:
-            self._pending.discard(ticket.firing_id)
-            await self._attempts.run(ticket, payload, None)
+            self.ready.observe(await self._attempts.run(ticket, payload, None))
             return True
         running = self._running[sid]
         if running:
@@ -213,18 +240,16 @@ class Runner:
                         request.set_result(f"replaced by {ticket.key}")
             self._parked[sid].append(ticket)
             return False
-        self._pending.discard(ticket.firing_id)
         stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         running[ticket.firing_id] = stop
         try:
-            await self._attempts.run(ticket, payload, stop)
+            self.ready.observe(await self._attempts.run(ticket, payload, stop))
         finally:
             del running[ticket.firing_id]
             if not running:
                 del self._running[sid]
-                parked = self._parked.pop(sid, [])
-                for waiting in parked:
-                    self._ready[self._lanes.lane_of(waiting.lane)].append(waiting)
+                for waiting in self._parked.pop(sid, []):
+                    self.ready.put_back(waiting)
         return True
 
     def _claim(self, ticket: Ticket) -> bool:
@@ -232,7 +257,6 @@ class Runner:
         if ticket.firing_id not in self._discarded:
             return True
         self._discarded.discard(ticket.firing_id)
-        self._pending.discard(ticket.firing_id)
         log.info("firing %s was removed by an operator before it started", ticket.key)
         return False
 
@@ -248,7 +272,6 @@ class Runner:
         waited, grace = now - ticket.ready_ms, policies.misfire_grace_ms
         if waited <= grace:
             return False
-        self._pending.discard(ticket.firing_id)
         reason = f"misfire: waited {waited}ms in the queue (grace {grace}ms)"
         log.info("firing %s skipped: %s", ticket.key, reason)
         await self._store.set_firing_state(
@@ -272,9 +295,13 @@ class Runner:
             return None
 
     def _done(self, ticket: Ticket) -> None:
-        sid = ticket.schedule_id
-        if sid is None:
-            return
-        self._active[sid] -= 1
-        if self._active[sid] <= 0:
-            del self._active[sid]
+        """The ticket's firing ended here (ran, was skipped, dropped or found dead)."""
+        self.ready.forget(ticket.firing_id)
+        self._discarded.discard(ticket.firing_id)
+        if ticket.schedule_id is not None:
+            self._uncount(ticket.schedule_id)
+
+    def _uncount(self, schedule_id: int) -> None:
+        self._active[schedule_id] -= 1
+        if self._active[schedule_id] <= 0:
+            del self._active[schedule_id]

@@ -115,7 +115,7 @@ class Telemetry:
             for d in every_lane(await store.lanes())
             for lag in [d.lag_ms(now)]
         ]
-        pool = self.runner.pool.stats()
+        pool, ready = self.runner.pool.stats(), self.runner.ready
         self.metrics.set_gauges(
             Gauges(
                 lanes=lanes,
@@ -124,7 +124,9 @@ class Telemetry:
                 workers_max=self.runner.capacity,
                 dlq_size=await store.count_firings(DLQ_STATES),
                 dlq_oldest_age_s=None if oldest_dead is None else max(0, now - oldest_dead) / 1000,
-                catchup_backlog=0,
+                catchup_backlog=await store.catchup_backlog(),
+                catchup_rate=ready.drain.rate if ready.draining else 0.0,
+                ready_held=ready.held,
                 clock_jumps=self._timer.jumps.count,
                 store_bytes=info.size_bytes,
                 wal_bytes=info.wal_bytes,

@@ -53,6 +53,12 @@ class FakeClock:
         else:
             self._settled.set()
 
+    def elapse(self, ms: int) -> None:
+        """Time spent inside a busy step of the code under test (a slow commit): both clocks
+        move and ``settled`` is left alone; no sleeper may fall due meanwhile."""
+        self._mono += ms
+        assert not self._sleepers or self._sleepers[0][0] > self._mono, "use advance()"
+
     def jump_wall(self, ms: int) -> None:
         """Step the wall clock alone (positive: forward, negative: back)."""
         self._offset += ms

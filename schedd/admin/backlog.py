@@ -75,7 +75,7 @@ async def remove(ops: AdminOps, args: Mapping[str, Any]) -> Any:
         dry_run=bool_arg(args, "dry_run", False),
         now_ms=v.clock.wall_ms(),
     )
-    v.runner.discard(f.id for f in removal.removed)
+    v.runner.discard(removal.removed)
     for f in removal.removed:
         v.events.changed(f.key, schedule)
     return {

@@ -49,6 +49,7 @@ from schedd.events import FiringEvents
 from schedd.keys import format_instant
 from schedd.lanes import every_lane
 from schedd.model import FINAL_STATES, FiringState, RunOutcome
+from schedd.ready import ReadyQueues
 from schedd.reload import Reloader
 from schedd.runner import Runner
 from schedd.store.contract import Store
@@ -134,7 +135,7 @@ class AdminOps:
         v = self.v
         info = await v.store.info()
         now = v.clock.wall_ms()
-        pool = v.runner.pool.stats()
+        pool, ready = v.runner.pool.stats(), v.runner.ready
         jumps = v.timer.jumps
         return {
             "version": __version__,
@@ -154,7 +155,13 @@ class AdminOps:
             },
             "schedules": await v.store.count_schedules(),
             "wheel": {"handles": len(v.timer)},
-            "queue": {"ready": v.runner.queued, "running": v.runner.busy},
+            "queue": {
+                "ready": v.runner.queued,
+                "max_ready": ready.max_ready,
+                "peak": ready.peak,
+                "running": v.runner.busy,
+            },
+            "catchup": await _catchup_json(v.store, ready),
             "lanes": _lanes_json(await v.store.lanes(), now),
             "workers": {
                 "max": v.runner.capacity,
@@ -301,6 +308,20 @@ def _lanes_json(depths: list[LaneDepth], now: int) -> dict[str, Any]:
             "lag_ms": d.lag_ms(now),
         }
         for d in every_lane(depths)
+    }
+
+
+async def _catchup_json(store: Store, ready: ReadyQueues) -> dict[str, Any]:
+    """The catch-up drain: what is left, how fast it goes now, and how long that will take."""
+    left = await store.catchup_backlog()
+    drain = ready.drain
+    return {
+        "backlog": left,
+        "draining": ready.draining,
+        "rate_per_s": drain.rate if ready.draining else None,
+        "eta_ms": drain.eta_ms(left) if ready.draining else None,
+        "halvings": drain.halvings,
+        "increases": drain.increases,
     }
 
 

@@ -37,7 +37,8 @@ def status(ctx: typer.Context, json: JsonOpt = False) -> None:
             ),
             ("schedules", s["schedules"]),
             ("wheel", f"{s['wheel']['handles']} handle(s)"),
-            ("queue", f"{s['queue']['ready']} ready, {s['queue']['running']} running"),
+            ("queue", _queue_text(s["queue"])),
+            ("catch-up", _catchup_text(s["catchup"])),
             ("workers", f"{workers['alive']} alive, {workers['busy']}/{workers['max']} busy"),
             ("python pool", _pool_text(workers["python"])),
             ("unfinished", s["firings"]["unfinished"]),
@@ -61,6 +62,22 @@ def status(ctx: typer.Context, json: JsonOpt = False) -> None:
             ]
             for name, lane in sorted(lanes.items())
         ],
+    )
+
+
+def _queue_text(queue: Mapping[str, Any]) -> str:
+    return (
+        f"{queue['ready']} ready in memory (max {queue['max_ready']}, peak {queue['peak']}),"
+        f" {queue['running']} running"
+    )
+
+
+def _catchup_text(catchup: Mapping[str, Any]) -> str:
+    if not catchup["draining"]:
+        return f"{catchup['backlog']} firing(s) waiting"
+    return (
+        f"{catchup['backlog']} firing(s) at {catchup['rate_per_s']:g}/s,"
+        f" about {duration(catchup['eta_ms'])} to drain"
     )
 
 

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from schedd import model
+from schedd.catchup import CatchupSettings
 from schedd.config.convert import report_bad_name
 from schedd.config.policies import BUILT_IN, merge_policies
 from schedd.config.schedules import build_schedule
@@ -25,6 +26,7 @@ from schedd.config.sections import (
     Config,
     DaemonConfig,
     Defaults,
+    DispatchConfig,
     HeartbeatConfig,
     LoggingConfig,
     MetricsConfig,
@@ -59,6 +61,8 @@ def build(doc: Mapping[str, object], root: At, sha256: str) -> Config:
     workers = _workers(workers_values, raw("workers"), root / "workers")
     # A refused max's stand-in is no bound to hold the lanes' reservations to.
     capacity = workers.max if _max_ok(workers_values, raw("workers")) else None
+    dispatch = DispatchConfig(**values("dispatch"))
+    catchup = _catchup(values("catchup"), root / "catchup")
     logging = LoggingConfig(**values("logging"))
     metrics = MetricsConfig(**values("metrics"))
     heartbeat = HeartbeatConfig(**values("heartbeat"))
@@ -85,6 +89,8 @@ def build(doc: Mapping[str, object], root: At, sha256: str) -> Config:
             {DEFAULT_LANE, *raw("lanes")},
             root / "schedules",
         ),
+        dispatch=dispatch,
+        catchup=catchup,
     )
 
 
@@ -95,6 +101,14 @@ def _report_unknown_sections(doc: Mapping[str, object], root: At) -> None:
         if name not in SECTIONS:
             what = "unknown section" if isinstance(value, dict) else "unknown key"
             (root / name).problem(what + did_you_mean(name, known))
+
+
+def _catchup(values: dict[str, Any], at: At) -> CatchupSettings:
+    try:
+        return CatchupSettings(**values)
+    except ValueError as e:
+        at.problem(str(e))
+        return CatchupSettings()
 
 
 def _admin(values: dict[str, Any], state_dir: Path, state_dir_ok: bool, at: At) -> AdminConfig:

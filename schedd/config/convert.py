@@ -40,6 +40,21 @@ def integer(minimum: int) -> Converter:
     return convert
 
 
+def number(*, above: float, at_most: float | None = None) -> Converter:
+    """A finite TOML integer or float in ``(above, at_most]``: a rate, a ratio."""
+    bound = f"a number > {above:g}" + ("" if at_most is None else f" and <= {at_most:g}")
+
+    def convert(value: object, at: At) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise expected(bound, value)
+        x = float(value)
+        if not math.isfinite(x) or x <= above or (at_most is not None and x > at_most):
+            raise expected(bound, value)
+        return x
+
+    return convert
+
+
 def boolean(value: object, at: At) -> bool:
     if not isinstance(value, bool):
         raise expected("true or false", value)

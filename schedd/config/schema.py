@@ -64,6 +64,18 @@ HEARTBEAT: Schema = {
     "method": Key("method", c.choice("GET", "POST")),
     "timeout": Key("timeout_ms", c.duration()),
 }
+DISPATCH: Schema = {
+    "max_ready": Key("max_ready", c.integer(1)),
+}
+#: Fields of ``schedd.catchup.CatchupSettings``.
+CATCHUP: Schema = {
+    "rate": Key("rate", c.number(above=0)),
+    "min_rate": Key("min_rate", c.number(above=0)),
+    "max_rate": Key("max_rate", c.number(above=0)),
+    "step": Key("step", c.number(above=0)),
+    "max_failure_ratio": Key("max_failure_ratio", c.number(above=0, at_most=1)),
+    "window": Key("window", c.integer(1)),
+}
 #: Fields of ``model.Retry``.
 RETRY: Schema = {
     "max_attempts": Key("max_attempts", c.integer(1)),
@@ -137,6 +149,8 @@ SECTIONS: Mapping[str, Schema] = {
     "store": STORE,
     "admin": ADMIN,
     "workers": WORKERS,
+    "dispatch": DISPATCH,
+    "catchup": CATCHUP,
     "logging": LOGGING,
     "metrics": METRICS,
     "heartbeat": HEARTBEAT,

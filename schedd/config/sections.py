@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from schedd import model
+from schedd.catchup import CatchupSettings
 from schedd.lanes import Lane
 from schedd.payload import DEFAULT_MAX_PAYLOAD
 from schedd.ratelimit import Rate
@@ -71,6 +72,13 @@ class WorkersConfig:
     idle_timeout_ms: int = 60_000
     output_tail_bytes: int = 64 * 1024
     env_allow: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "LOGNAME")
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    #: Firings the ready queues hold in memory; the rest wait in the store (``committed``) and
+    #: are read back in order as the queues run down.
+    max_ready: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -134,3 +142,5 @@ class Config:
     #: By name, ``default`` always among them; every ``ScheduleSpec.lane`` is a key here.
     lanes: Mapping[str, Lane]
     schedules: tuple[model.ScheduleSpec, ...]
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    catchup: CatchupSettings = field(default_factory=CatchupSettings)

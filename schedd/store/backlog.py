@@ -113,7 +113,8 @@ class BacklogMixin(StoreMixin):
             )
             rows = list(
                 await conn.execute_fetchall(
-                    f"SELECT id, key FROM firings WHERE {where} ORDER BY id LIMIT ?",
+                    f"SELECT id, key, schedule_id, state FROM firings WHERE {where}"
+                    " ORDER BY id LIMIT ?",
                     (*args, SAMPLE if dry_run else limit),
                 )
             )
@@ -129,7 +130,7 @@ class BacklogMixin(StoreMixin):
             )
             return Removal(
                 matched,
-                tuple(FiringRef(r[0], r[1]) for r in rows),
+                tuple(FiringRef(r[0], r[1], r[2], FiringState(r[3])) for r in rows),
                 tuple(r[1] for r in rows[:SAMPLE]),
             )
 

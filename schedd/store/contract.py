@@ -32,6 +32,7 @@ from schedd.store.records import (
     LaneDepth,
     NewFiring,
     ProcessRef,
+    ReadySpan,
     ReconcileSummary,
     RecoveredRun,
     Removal,
@@ -168,6 +169,22 @@ class Store(Protocol):
 
     async def unfinished(self, *, after_id: int, limit: int) -> list[FiringRecord]:
         """``committed`` firings in id order (the queue to resume after ``recover``)."""
+
+    async def ready_page(
+        self, *, lane: str, catchup: bool, first_id: int, last_id: int, limit: int
+    ) -> list[FiringRecord]:
+        """Up to ``limit`` ``committed`` firings of ``lane`` and kind with ids in
+        ``[first_id, last_id]``, in id order, read in the total order of commits (a firing
+        that was committed when an earlier write of the caller returned is seen as such)."""
+
+    async def ready_spans(self) -> list[ReadySpan]:
+        """Per lane and kind, the id range and count of ``committed`` firings (start-up)."""
+
+    async def committed_by_schedule(self) -> dict[int, int]:
+        """``committed`` firings per schedule id."""
+
+    async def catchup_backlog(self) -> int:
+        """``committed`` catch-up firings."""
 
     async def list_runs(
         self,

@@ -223,6 +223,8 @@ class StoreInfo:
 class FiringRef:
     id: int
     key: str
+    schedule_id: int | None = None
+    was: FiringState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,3 +289,12 @@ class Expectation:
     window_ms: int
     on_overdue: tuple[str, ...] | None
     created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadySpan:
+    lane: str
+    catchup: bool
+    first_id: int
+    last_id: int
+    count: int

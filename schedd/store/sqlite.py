@@ -13,7 +13,8 @@ generated firings then reappear with the same keys (``fired_through`` rolls back
 This module holds only the connections, their lifecycle and the migration; the queries live in
 mixins, one module per part of the contract: ``schedules.py`` (reconcile, schedule CRUD,
 dispatch), ``intake.py`` (payloads and new firings), ``firings.py`` (runs, retries, the
-dead-letter queue) and ``backlog.py`` (what operators see and trim of the unfinished work).
+dead-letter queue), ``backlog.py`` (what operators see and trim of the unfinished work) and
+``ready.py`` (committed firings read back into the runner's bounded queues).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from schedd.errors import Unavailable
 from schedd.store.backlog import BacklogMixin
 from schedd.store.firings import FiringsMixin
 from schedd.store.intake import IntakeMixin
+from schedd.store.ready import ReadyMixin
 from schedd.store.records import StoreInfo
 from schedd.store.schedules import SchedulesMixin
 from schedd.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -40,7 +42,7 @@ log = logging.getLogger("schedd.store")
 T = TypeVar("T")
 
 
-class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin):
+class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin, ReadyMixin):
     """See :mod:`schedd.store.contract` for the guarantees; this module for the SQLite choices,
     and each mixin's module for its part of the contract."""
 

@@ -15,6 +15,7 @@ from typing import cast
 from schedd.admin.access import Access
 from schedd.admin.ops import AdminOps, DaemonView
 from schedd.admin.protocol import Peer
+from schedd.catchup import CatchupDrain, CatchupSettings
 from schedd.config import load_config
 from schedd.dispatcher import Dispatcher
 from schedd.events import FiringEvents
@@ -22,7 +23,7 @@ from schedd.metrics import Metrics
 from schedd.overdue import OverdueWatch
 from schedd.reload import Reloader
 from schedd.runner import Runner
-from schedd.store.records import Ticket
+from schedd.store.records import FiringRef, Ticket
 from schedd.store.sqlite import SqliteStore
 from schedd.telemetry import Telemetry
 from schedd.timer import Timer
@@ -48,8 +49,8 @@ class RecordingRunner:
     def submit(self, ticket: Ticket) -> None:
         self.submitted.append(ticket)
 
-    def discard(self, firing_ids: Iterable[int]) -> None:
-        self.discarded.extend(firing_ids)
+    def discard(self, removed: Iterable[FiringRef]) -> None:
+        self.discarded.extend(f.id for f in removed)
 
     def active_count(self, schedule_id: int) -> int:
         return 0
@@ -60,6 +61,21 @@ class RecordingRunner:
     @property
     def pool(self) -> IdlePool:
         return IdlePool()
+
+    @property
+    def ready(self) -> QuietReady:
+        return QuietReady()
+
+
+@dataclass
+class QuietReady:
+    """The runner's ready queues with nothing in them and no backlog draining."""
+
+    max_ready: int = 100
+    held: int = 0
+    peak: int = 0
+    draining: bool = False
+    drain: CatchupDrain = field(default_factory=lambda: CatchupDrain(CatchupSettings(), 0))
 
 
 class IdlePool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from schedd import dispatcher as dispatcher_module
 from schedd.dispatcher import Dispatcher
 from schedd.events import FiringEvents
 from schedd.keys import firing_key
@@ -217,5 +218,31 @@ async def test_the_pool_is_told_ahead_of_a_pulse_of_python_firings(tmp_path: Pat
         }
         await h.advance(1_000)
         assert h.runner.prescaled == [3, 0], "fired one-shots no longer count"
+    finally:
+        await stop(h)
+
+
+async def test_a_schedule_due_during_a_long_pulse_waits_for_one_batch_not_the_pulse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "BATCH", 3)
+    due = T0 + EVERY
+    bulk = [ScheduleSpec(f"bulk-{i}", OnceSpec(due), CommandTask(("true",))) for i in range(9)]
+    urgent = ScheduleSpec("urgent", OnceSpec(due + 50), CommandTask(("true",)))
+    h = await start(FakeClock(wall_ms=T0), tmp_path / "s.db", *bulk, urgent)
+    try:
+        # Each committed firing costs 20 ms of (fake) time, as a slow commit would.
+        submit = h.runner.submit
+
+        def slow_submit(ticket: Ticket) -> None:
+            submit(ticket)
+            h.clock.elapse(20)
+
+        monkeypatch.setattr(h.runner, "submit", slow_submit)
+        await h.advance(EVERY)
+        keys = [k.split("@")[0] for k in h.runner.fired_keys()]
+        assert "urgent" in keys[3:6], f"committed in the batch after the first: {keys}"
+        assert sorted(keys) == sorted([*(s.name for s in bulk), "urgent"])
+        assert h.early() == []
     finally:
         await stop(h)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from schedd import model
+from schedd.catchup import CatchupSettings
 from schedd.config import (
     Config,
     TenantConfig,
@@ -124,6 +125,15 @@ start_timeout = "5s"
 idle_timeout = "2m"
 output_tail = "1MiB"
 env_allow = ["PATH", "PGHOST"]
+[dispatch]
+max_ready = 500
+[catchup]
+rate = 2.5
+min_rate = 1
+max_rate = 50
+step = 0.5
+max_failure_ratio = 0.25
+window = 8
 [logging]
 level = "debug"
 [defaults]
@@ -169,6 +179,10 @@ core = "1MiB"
         idle_timeout_ms=120_000,
         output_tail_bytes=1_048_576,
         env_allow=("PATH", "PGHOST"),
+    )
+    assert config.dispatch.max_ready == 500
+    assert config.catchup == CatchupSettings(
+        rate=2.5, min_rate=1, max_rate=50, step=0.5, max_failure_ratio=0.25, window=8
     )
     assert config.logging.level == "debug"
     assert config.defaults.policies == model.Policies(
@@ -356,6 +370,21 @@ def test_missing_state_dir_is_required() -> None:
         ("[admin]\nmax_connections = -1\n", "admin.max_connections", "integer >= 1"),
         ('[admin]\nmax_request_size = "10B"\n', "admin.max_request_size", "at least 1024 bytes"),
         ('[admin]\ngroup = ""\n', "admin.group", "non-empty string"),
+        ("[dispatch]\nmax_ready = 0\n", "dispatch.max_ready", "integer >= 1, got 0"),
+        ("[catchup]\nrate = 0\n", "catchup.rate", "expected a number > 0, got 0"),
+        ('[catchup]\nrate = "10/s"\n', "catchup.rate", 'a number > 0, got "10/s"'),
+        ("[catchup]\nrate = inf\n", "catchup.rate", "a number > 0, got inf"),
+        ("[catchup]\nrate = true\n", "catchup.rate", "a number > 0, got true"),
+        (
+            "[catchup]\nmax_failure_ratio = 1.5\n",
+            "catchup.max_failure_ratio",
+            "a number > 0 and <= 1, got 1.5",
+        ),
+        (
+            "[catchup]\nrate = 5\nmin_rate = 6\n",
+            "catchup",
+            "0 < min_rate <= rate <= max_rate, got 6.0, 5.0, 1000.0",
+        ),
     ],
 )
 def test_wrong_type_or_range_names_the_key(body: str, key: str, msg: str) -> None:
