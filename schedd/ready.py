@@ -89,8 +89,9 @@ class ReadyQueues:
         self._backlog: dict[str, deque[Ticket]] = {n: deque() for n in lanes.names}
         #: (stored lane name, catch-up?) -> the ids left in the store.
         self._left: dict[tuple[str, bool], _Range] = {}
-        #: Firing ids held, parked or running here: a page skips them.
-        self.known: set[int] = set()
+        #: Firing ids held, parked or running here (a page skips them), each with the instant it
+        #: became ready on the monotonic clock, so the wait it had is measured across wall steps.
+        self.known: dict[int, int] = {}
         self.held = 0
         #: The most tickets held at once since start (what the memory bound promises).
         self.peak = 0
@@ -139,7 +140,14 @@ class ReadyQueues:
 
     def forget(self, firing_id: int) -> None:
         """The firing ended here (finished, skipped, dropped): a page may see it no more."""
-        self.known.discard(firing_id)
+        self.known.pop(firing_id, None)
+
+    def waited_ms(self, ticket: Ticket) -> int:
+        """How long the held ticket has been ready: on the monotonic clock since it was taken
+        in, plus how late it already was then by the wall clock. A wall step while it waits
+        changes nothing; the misfire re-check at start reads this."""
+        now = self._clock.monotonic_ms()
+        return now - self.known.get(ticket.firing_id, now)
 
     def observe(self, outcome: RunOutcome) -> None:
         """A run ended: while a backlog drains, its outcome steers the drain's rate."""
@@ -189,12 +197,12 @@ class ReadyQueues:
             if self._draining and not any(self._backlog.values()):
                 self._draining = False
                 self.drain.reset(now)
-                log.info("catch-up backlog drained")
+                log.debug("catch-up backlog drained")
             return False, None
         if not self._draining:
             self._draining = True
             self.drain.reset(now)
-            log.info("catch-up backlog found; draining from %g/s", self.drain.rate)
+            log.debug("catch-up backlog found; draining from %g/s", self.drain.rate)
         tokens = self.drain.available(now)
         released, progressed = 0, False
         self._turn = (self._turn + 1) % len(pending)
@@ -231,7 +239,8 @@ class ReadyQueues:
 
     def _hold(self, ticket: Ticket, lane: str) -> None:
         (self._backlog if ticket.catchup else self._fresh)[lane].append(ticket)
-        self.known.add(ticket.firing_id)
+        late = max(0, self._clock.wall_ms() - ticket.ready_ms)
+        self.known[ticket.firing_id] = self._clock.monotonic_ms() - late
         self._count(1)
 
     def _count(self, n: int) -> None:

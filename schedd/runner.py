@@ -20,7 +20,9 @@ becomes due; a firing that was on time then may still wait in a queue (a busy la
 until it is later than its grace. Under ``misfire = "skip"`` such a first attempt is recorded
 ``skipped`` instead of started, so "skip" means "never run late" however the lateness arose.
 ``fire_once`` and ``fire_all`` run it: the planner already collapsed or capped the series.
-Ad-hoc submissions have no misfire policy, and retries are late by design.
+Ad-hoc submissions have no misfire policy, and retries are late by design. The wait is measured
+on the monotonic clock from when the ticket was taken in (plus how late it was then), so a
+wall-clock step while it waits does not make it late (a forward step is the planner's business).
 
 **Overlap** is decided twice. The planner counts a schedule's active firings
 (:meth:`active_count`: committed or running here) to *skip* occurrences; the runner then keeps
@@ -268,10 +270,10 @@ class Runner:
             or policies.misfire is not Misfire.SKIP
         ):
             return False
-        now = self._clock.wall_ms()
-        waited, grace = now - ticket.ready_ms, policies.misfire_grace_ms
+        waited, grace = self.ready.waited_ms(ticket), policies.misfire_grace_ms
         if waited <= grace:
             return False
+        now = self._clock.wall_ms()
         reason = f"misfire: waited {waited}ms in the queue (grace {grace}ms)"
         log.info("firing %s skipped: %s", ticket.key, reason)
         await self._store.set_firing_state(

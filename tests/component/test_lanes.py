@@ -246,6 +246,22 @@ async def test_skip_records_a_firing_that_waited_past_its_grace_and_never_runs_i
         await eventually(lambda: late in b.attempts.starts, "the on-time firing starts")
 
 
+@pytest.mark.parametrize("step_ms", [3_600_000, -3_600_000], ids=["forward", "back"])
+async def test_a_wall_step_while_queued_does_not_change_how_long_a_firing_waited(
+    make_bench: MakeBench, step_ms: int
+) -> None:
+    b = await make_bench(capacity=1)
+    on_time = await b.occurrence("skip", T0)
+    blocker = await b.adhoc("blocker", "default")
+    b.runner.submit(blocker)
+    b.runner.submit(on_time)
+    await eventually(lambda: b.attempts.started == 1, "the blocker starts")
+    b.clock.jump_wall(step_ms)  # queued on time, it waits across the step
+    b.clock.advance(GRACE)
+    b.attempts.release(blocker)
+    await eventually(lambda: on_time in b.attempts.starts, "it waited its grace, no more: it runs")
+
+
 @pytest.mark.parametrize("name", ["fire-once", "fire-all"])
 async def test_other_policies_run_a_firing_that_waited_past_its_grace(
     make_bench: MakeBench, name: str

@@ -184,11 +184,72 @@ async def test_recover_closes_lost_runs_and_requeues_with_next_attempt(store: Sq
         (run_id, ta.key, ProcessRef(10, 10, 99))
     ]
     assert (await store.get_run(run_id)).state == "lost"
-    queue = await store.unfinished(after_id=0, limit=10)
+    queue = await store.ready_page(
+        lane="default", catchup=False, first_id=0, last_id=2**62, limit=10
+    )
     assert [(f.key, f.state, f.attempt) for f in queue] == [
         (ta.key, FiringState.COMMITTED, 2),
         (tb.key, FiringState.COMMITTED, 2),
     ]
+
+
+async def test_committed_firings_are_read_back_by_lane_kind_and_id_range(
+    store: SqliteStore,
+) -> None:
+    await add(store, spec("a"), spec("b"))
+    a, b = await ids(store)
+    sched = await store.get_schedule("a")
+
+    def firing(i: int, lane: str, catchup: bool) -> NewFiring:
+        return NewFiring(
+            f"a@{i}",
+            a,
+            "a",
+            T0 + i,
+            T0 + i,
+            FiringState.COMMITTED,
+            sched.payload_id,
+            lane,
+            catchup=catchup,
+        )
+
+    made = await store.insert_firings(
+        [firing(i, "bulk" if i % 2 else "default", i % 3 == 0) for i in range(12)]
+    )
+    by_key = {rec.key: rec.id for rec, _ in made}
+    [tb] = await store.dispatch([b], fire_at(T0))
+    await store.start_run(tb, None, T0)  # running: not committed, never read back
+
+    async def page(lane: str, catchup: bool, first: int, last: int, limit: int) -> list[str]:
+        rows = await store.ready_page(
+            lane=lane, catchup=catchup, first_id=first, last_id=last, limit=limit
+        )
+        return [r.key for r in rows]
+
+    fresh_default = [f"a@{i}" for i in (2, 4, 8, 10)]
+    assert await page("default", False, 0, 2**62, 10) == fresh_default
+    assert await page("default", False, 0, 2**62, 2) == fresh_default[:2], "limit, in id order"
+    assert await page("default", False, by_key["a@4"], by_key["a@8"], 10) == ["a@4", "a@8"]
+    assert await page("bulk", True, 0, 2**62, 10) == ["a@3", "a@9"]
+    assert all(
+        r.catchup
+        for r in await store.ready_page(
+            lane="bulk", catchup=True, first_id=0, last_id=2**62, limit=10
+        )
+    )
+    spans = {(s.lane, s.catchup): s for s in await store.ready_spans()}
+    assert {k: v.count for k, v in spans.items()} == {
+        ("default", False): 4,
+        ("default", True): 2,
+        ("bulk", False): 4,
+        ("bulk", True): 2,
+    }
+    assert (spans["default", True].first_id, spans["default", True].last_id) == (
+        by_key["a@0"],
+        by_key["a@6"],
+    )
+    assert await store.committed_by_schedule() == {a: 12}, "b's firing is running"
+    assert await store.catchup_backlog() == 4
 
 
 async def test_lists_are_paginated_newest_first(store: SqliteStore) -> None:
