@@ -202,6 +202,7 @@ class Dispatcher:
                 self._python_due.pop(sid, None)
         for ticket in tickets:
             self._runner.submit(ticket)
+            self._events.changed(ticket.key, ticket.schedule)  # `runs wait KEY --state committed`
         for name in names:
             self._events.changed(None, name)
         if tickets:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from schedd import dispatcher as dispatcher_module
+from schedd.clock import SystemClock
 from schedd.dispatcher import Dispatcher
 from schedd.events import FiringEvents
 from schedd.keys import firing_key
@@ -55,6 +56,7 @@ class Harness:
     store: SqliteStore
     runner: Recorder
     dispatcher: Dispatcher
+    events: FiringEvents
     task: asyncio.Task[None]
 
     async def advance(self, ms: int) -> None:
@@ -71,13 +73,13 @@ async def start(clock: FakeClock, path: Path, *specs: ScheduleSpec) -> Harness:
     now = clock.wall_ms()
     await store.reconcile(list(specs), initial=lambda s, hw: initial_marks(s, hw, now), now_ms=now)
     runner = Recorder(clock)
-    dispatcher = Dispatcher(
-        store, Timer(clock), runner, FiringEvents(clock), clock, horizon_ms=60_000
-    )
+    # Waiters sleep on the real clock, so they are no sleepers on the fake one (``settled``).
+    events = FiringEvents(SystemClock())
+    dispatcher = Dispatcher(store, Timer(clock), runner, events, clock, horizon_ms=60_000)
     clock.unsettle()
     task = asyncio.create_task(dispatcher.run())
     await clock.settled()
-    return Harness(clock, store, runner, dispatcher, task)
+    return Harness(clock, store, runner, dispatcher, events, task)
 
 
 async def stop(h: Harness) -> None:
@@ -246,3 +248,22 @@ async def test_a_schedule_due_during_a_long_pulse_waits_for_one_batch_not_the_pu
         assert h.early() == []
     finally:
         await stop(h)
+
+
+async def test_a_waiter_on_a_firings_key_is_woken_by_its_commit(h: Harness) -> None:
+    key = firing_key("tick", T0 + EVERY)
+    checks = 0
+
+    async def asked_again() -> bool:
+        nonlocal checks
+        checks += 1
+        return checks > 1  # only a wake-up asks a second time
+
+    deadline = SystemClock().monotonic_ms() + 10_000
+    waiter = asyncio.create_task(
+        h.events.wait_until(key, None, asked_again, deadline_mono_ms=deadline)
+    )
+    await h.advance(EVERY - 1)
+    assert not waiter.done(), "no commit of its key yet"
+    await h.advance(1)
+    assert await asyncio.wait_for(waiter, 5), "woken by the commit, not by its deadline"
