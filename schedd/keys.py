@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Final
 
 from schedd import errors
@@ -36,8 +37,13 @@ def validate_name(name: str, what: str = "schedule name") -> str:
     return name
 
 
+@lru_cache(maxsize=4096)
 def format_instant(ms: int) -> str:
-    """UTC RFC 3339 with milliseconds, e.g. ``2026-03-29T01:00:00.000Z``."""
+    """UTC RFC 3339 with milliseconds, e.g. ``2026-03-29T01:00:00.000Z``.
+
+    Cached: a pulse formats the same few instants once per schedule (every schedule due at one
+    instant shares it), and the text is a pure function of ``ms``.
+    """
     try:
         dt = _EPOCH + timedelta(milliseconds=ms)
     except OverflowError:

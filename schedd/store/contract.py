@@ -167,9 +167,6 @@ class Store(Protocol):
         firing (``committed`` or ``running``) to ``committed`` with attempt + 1.
         Returns the lost runs so the caller can kill their surviving process groups."""
 
-    async def unfinished(self, *, after_id: int, limit: int) -> list[FiringRecord]:
-        """``committed`` firings in id order (the queue to resume after ``recover``)."""
-
     async def ready_page(
         self, *, lane: str, catchup: bool, first_id: int, last_id: int, limit: int
     ) -> list[FiringRecord]:

@@ -66,9 +66,9 @@ class FiringsMixin(StoreMixin):
     async def start_run(self, ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
         async def unit(conn: aiosqlite.Connection) -> int:
             await transition(conn, ticket.firing_id, FiringState.RUNNING, now_ms=now_ms)
-            cur = await conn.execute(
+            [(run_id,)] = await conn.execute_fetchall(
                 "INSERT INTO runs (firing_id, schedule, attempt, state, pid, pgid, proc_start,"
-                " started_ms) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                " started_ms) VALUES (?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id",
                 (
                     ticket.firing_id,
                     ticket.schedule,
@@ -79,17 +79,16 @@ class FiringsMixin(StoreMixin):
                     now_ms,
                 ),
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            return int(run_id)
 
         return await self._write(unit)
 
     async def finish_run(self, finish: RunFinish) -> None:
         async def unit(conn: aiosqlite.Connection) -> None:
-            cur = await conn.execute(
+            ended = await conn.execute_fetchall(
                 "UPDATE runs SET state = ?, ended_ms = ?, exit_code = ?, signal = ?, reason = ?,"
                 " output = ?, output_bytes = ?, output_truncated = ?"
-                " WHERE id = ? AND state = 'running'",
+                " WHERE id = ? AND state = 'running' RETURNING id",
                 (
                     finish.outcome,
                     finish.ended_ms,
@@ -102,7 +101,7 @@ class FiringsMixin(StoreMixin):
                     finish.run_id,
                 ),
             )
-            if cur.rowcount != 1:
+            if not ended:
                 raise IllegalTransition(f"run {finish.run_id} is not running")
             await transition(
                 conn,
@@ -147,14 +146,6 @@ class FiringsMixin(StoreMixin):
             return lost
 
         return await self._write(unit)
-
-    async def unfinished(self, *, after_id: int, limit: int) -> list[FiringRecord]:
-        rows = await self._read(
-            f"SELECT {FIRING_COLS} FROM firings WHERE state = 'committed' AND id > ?"
-            " ORDER BY id LIMIT ?",
-            (after_id, limit),
-        )
-        return [firing_row(r) for r in rows]
 
     async def list_runs(
         self,
@@ -306,7 +297,17 @@ class FiringsMixin(StoreMixin):
 
     async def requeue(self, firing_id: int, now_ms: int) -> Ticket:
         async def unit(conn: aiosqlite.Connection) -> Ticket:
-            old = await transition(
+            rows = list(
+                await conn.execute_fetchall("SELECT state FROM firings WHERE id = ?", (firing_id,))
+            )
+            if not rows:
+                raise NotFound(f"firing id {firing_id} does not exist")
+            if FiringState(rows[0][0]) not in DLQ_STATES:
+                raise IllegalTransition(
+                    f"firing id {firing_id} is {rows[0][0]}, not in the dead-letter queue"
+                    " (only dead or quarantined firings can be retried)"
+                )
+            await transition(
                 conn,
                 firing_id,
                 FiringState.COMMITTED,
@@ -314,11 +315,6 @@ class FiringsMixin(StoreMixin):
                 reason="retried by an operator",
                 set_sql=", attempt = attempt + 1, retry_at_ms = NULL",
             )
-            if old not in DLQ_STATES:
-                raise IllegalTransition(
-                    f"firing id {firing_id} is {old.value}, not in the dead-letter queue"
-                    " (only dead or quarantined firings can be retried)"
-                )
             rows = list(
                 await conn.execute_fetchall(
                     f"SELECT {FIRING_COLS} FROM firings WHERE id = ?", (firing_id,)

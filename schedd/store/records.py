@@ -11,6 +11,9 @@ from typing import Any
 
 from schedd.model import FiringState, ScheduleSpec
 
+#: The attempt number a new firing is stored with.
+FIRST_ATTEMPT = 1
+
 
 @dataclass(frozen=True, slots=True)
 class ScheduleRule:
@@ -24,6 +27,9 @@ class ScheduleRule:
     next_fire_ms: int | None
     next_due_ms: int | None
     payload_id: int
+    #: The stored JSON text ``rule`` was decoded from, when known: a key under which the planner
+    #: compiles each distinct rule once (the schedules of a pulse usually share a handful).
+    rule_json: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,27 @@ class NewFiring:
     created_ms: int | None = None
     #: Made for an occurrence that missed its grace: the catch-up drain releases it.
     catchup: bool = False
+
+    @property
+    def stored_created_ms(self) -> int:
+        return self.due_ms if self.created_ms is None else self.created_ms
+
+    def ticket(self, firing_id: int) -> Ticket:
+        """The ticket of this firing once inserted as ``firing_id``: what reading the new row
+        back would give (first attempt, no crashes), without the read."""
+        return Ticket(
+            firing_id,
+            self.key,
+            self.schedule_id,
+            self.schedule,
+            self.scheduled_for_ms,
+            FIRST_ATTEMPT,
+            self.payload_id,
+            0,
+            self.lane,
+            ready_ms=max(self.due_ms, self.stored_created_ms),
+            catchup=self.catchup,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +251,8 @@ class FiringRef:
     id: int
     key: str
     schedule_id: int | None = None
+    #: The state it was in before the change (a removed ``committed`` one was counted as active
+    #: by the runner, whether it held it in memory or left it in the store).
     was: FiringState | None = None
 
 
@@ -293,6 +322,9 @@ class Expectation:
 
 @dataclass(frozen=True, slots=True)
 class ReadySpan:
+    """The committed firings of one lane and kind (fresh or catch-up) found at start-up: the
+    runner reads them back in id order, as many at a time as it has room for."""
+
     lane: str
     catchup: bool
     first_id: int

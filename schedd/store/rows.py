@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import aiosqlite
@@ -18,6 +20,7 @@ from schedd.errors import IllegalTransition, NotFound
 from schedd.model import (
     FINAL_STATES,
     FiringState,
+    PythonTask,
     ScheduleSpec,
     Source,
     can_transition,
@@ -143,10 +146,39 @@ def schedule_row(row: sqlite3.Row | tuple[Any, ...]) -> ScheduleRecord:
     )
 
 
-def spec_digest(spec: ScheduleSpec) -> str:
-    """What makes two schedule definitions the same, for reconcile's "changed" test."""
+@dataclass(frozen=True, slots=True)
+class SpecText:
+    """A schedule definition as the ``schedules`` row stores it, encoded once."""
+
+    #: The rule JSON: the small part the dispatcher reads.
+    rule: str
+    #: The task payload (stored content-addressed in ``payloads``).
+    body: str
+    #: What makes two definitions the same, for reconcile's "changed" test.
+    digest: str
+    task_kind: str
+
+
+def spec_text(spec: ScheduleSpec) -> SpecText:
     rule = json.dumps(schedule_rule_to_json(spec), sort_keys=True)
-    return payload_digest(rule + "\n" + encode_payload(spec.task, spec.policies, spec.tenant))
+    body = encode_payload(spec.task, spec.policies, spec.tenant)
+    kind = "python" if isinstance(spec.task, PythonTask) else "command"
+    return SpecText(rule, body, payload_digest(rule + "\n" + body), kind)
+
+
+@lru_cache(maxsize=4096)
+def rule_dict(text: str) -> dict[str, Any]:
+    """A stored rule, decoded. Cached by its text, because the schedules of a pulse usually
+    share a handful of rules; the dict is therefore shared and must be treated as read-only."""
+    return dict(json.loads(text))
+
+
+#: For each state, the states a firing may reach it from (``model.TRANSITIONS`` read backwards),
+#: spelled as SQL, so a single change is checked by the UPDATE's own WHERE clause.
+_FROM_SQL = {
+    new: ", ".join(f"'{old.value}'" for old in FiringState if can_transition(old, new))
+    for new in FiringState
+}
 
 
 async def transition(
@@ -158,12 +190,32 @@ async def transition(
     reason: str | None = None,
     set_sql: str = "",
     set_args: Sequence[Any] = (),
-) -> FiringState:
-    """Change one firing's state if the lifecycle table allows it; return the old state."""
-    old = await transition_all(
-        conn, [firing_id], new, now_ms=now_ms, reason=reason, set_sql=set_sql, set_args=set_args
+) -> None:
+    """Change one firing's state if the lifecycle table allows it.
+
+    One statement, the hot path of every run (twice per run): the UPDATE matches only when the
+    current state is one ``new`` may follow. Only when it matches nothing is the row read, to
+    say why (no such firing, or which transition was refused)."""
+    changed = await conn.execute_fetchall(
+        f"UPDATE firings SET state = ?, reason = ?, updated_ms = ?{set_sql}"
+        f" WHERE id = ? AND state IN ({_FROM_SQL[new] or 'NULL'}) RETURNING id",
+        (new.value, reason, now_ms, *set_args, firing_id),
     )
-    return old[firing_id]
+    if not changed:
+        rows = list(
+            await conn.execute_fetchall("SELECT state, key FROM firings WHERE id = ?", (firing_id,))
+        )
+        if not rows:
+            raise _missing(firing_id)
+        raise _illegal(rows[0][1], FiringState(rows[0][0]), new)
+
+
+def _missing(firing_id: int) -> NotFound:
+    return NotFound(f"firing id {firing_id} does not exist")
+
+
+def _illegal(key: str, old: FiringState, new: FiringState) -> IllegalTransition:
+    return IllegalTransition(f"firing {key}: {old} -> {new} is not allowed")
 
 
 async def transition_all(
@@ -176,9 +228,10 @@ async def transition_all(
     set_sql: str = "",
     set_args: Sequence[Any] = (),
 ) -> dict[int, FiringState]:
-    """:func:`transition` for many firings at once: every one is checked before any changes,
-    so a refused one changes nothing, and the updates go by chunk rather than one round trip
-    per firing (an operator may cancel ten thousand in one request)."""
+    """:func:`transition` for many firings at once, returning their old states: every one is
+    checked before any changes, so a refused one changes nothing, and the updates go by chunk
+    rather than one round trip per firing (an operator may cancel ten thousand in one
+    request)."""
     old: dict[int, FiringState] = {}
     for chunk in chunks(firing_ids):
         rows = await conn.execute_fetchall(
@@ -187,10 +240,10 @@ async def transition_all(
         for fid, state, key in rows:
             old[fid] = FiringState(state)
             if not can_transition(old[fid], new):
-                raise IllegalTransition(f"firing {key}: {old[fid]} -> {new} is not allowed")
+                raise _illegal(key, old[fid], new)
     for fid in firing_ids:
         if fid not in old:
-            raise NotFound(f"firing id {fid} does not exist")
+            raise _missing(fid)
     for chunk in chunks(firing_ids):
         await conn.execute(
             f"UPDATE firings SET state = ?, reason = ?, updated_ms = ?{set_sql}"

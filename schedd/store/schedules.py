@@ -1,10 +1,17 @@
 """The schedule side of the SQLite store: reconcile, the admin API's CRUD, and dispatch.
 
 A mixin of :class:`~schedd.store.sqlite.SqliteStore`. Config schedules (``reconcile``) and API
-schedules (``add_schedule``) are written by one pair of helpers, so both store the same rule,
-content-addressed payload, digest and task kind, and a schedule reads back the same whichever
-way it came in. Removing a schedule deletes only its row: firings and runs keep no foreign key
-to it and stay as history.
+schedules (``add_schedule``) are encoded by one helper (:func:`~schedd.store.rows.spec_text`) and
+inserted by one (:func:`_insert_schedules`), so both store the same rule, content-addressed
+payload, digest and task kind, and a schedule reads back the same whichever way it came in.
+Removing a schedule deletes only its row: firings and runs keep no foreign key to it and stay as
+history.
+
+Both hot paths work in whole statements, not per row: reconcile inserts thousands of schedules
+(and their distinct payloads) per INSERT, and the dispatch transaction reads, plans and writes a
+step of schedules with one SELECT, one UPDATE of their marks and one INSERT of their firings.
+Each statement is a round trip to aiosqlite's thread, and ``executemany`` steps once per row,
+so per-row statements cost more than the work they do.
 """
 
 from __future__ import annotations
@@ -12,23 +19,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 
 from schedd.errors import Conflict, IllegalTransition, NotFound
-from schedd.model import (
-    FiringState,
-    PythonTask,
-    ScheduleSpec,
-    Source,
-    TaskSpec,
-    schedule_rule_to_json,
-)
-from schedd.payload import encode_payload
+from schedd.model import FiringState, ScheduleSpec, Source
 from schedd.store.base import StoreMixin
 from schedd.store.contract import Planner
-from schedd.store.intake import insert_new, store_payload
+from schedd.store.intake import insert_fresh, store_payloads
 from schedd.store.records import (
     Expectation,
     NewFiring,
@@ -37,7 +37,15 @@ from schedd.store.records import (
     ScheduleRule,
     Ticket,
 )
-from schedd.store.rows import SCHEDULE_SELECT, chunks, marks, schedule_row, spec_digest
+from schedd.store.rows import (
+    SCHEDULE_SELECT,
+    SpecText,
+    chunks,
+    marks,
+    rule_dict,
+    schedule_row,
+    spec_text,
+)
 
 log = logging.getLogger("schedd.store")
 
@@ -47,46 +55,58 @@ _ORIGIN = {
     Source.API.value: "added through the admin API",
 }
 
-
-def task_kind(task: TaskSpec) -> str:
-    return "python" if isinstance(task, PythonTask) else "command"
-
-
-async def _spec_columns(conn: aiosqlite.Connection, spec: ScheduleSpec) -> tuple[Any, ...]:
-    """``(rule, payload_id, spec_hash, task_kind)``: what a schedule's definition stores."""
-    body = encode_payload(spec.task, spec.policies, spec.tenant)
-    return (
-        json.dumps(schedule_rule_to_json(spec), sort_keys=True),
-        await store_payload(conn, body),
-        spec_digest(spec),
-        task_kind(spec.task),
-    )
+_INSERT_SCHEDULE = (
+    "INSERT INTO schedules (name, source, rule, payload_id, spec_hash, task_kind,"
+    " next_fire_ms, next_due_ms, paused, created_ms, updated_ms) VALUES "
+)
+_SCHEDULE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: Schedules per INSERT statement (11 parameters each, under SQLite's 32 766).
+SCHEDULES_PER_INSERT = 2000
+#: Schedules the dispatch transaction reads, plans and writes per step: large enough that the
+#: statements are few, small enough that a 500 000-firing pulse never holds all its rows at
+#: once and the event loop (admin reads, ``status``) gets a turn every few milliseconds. Its
+#: marks UPDATE binds 4 parameters per schedule, well under SQLite's limit.
+DISPATCH_STEP = 500
 
 
-async def _insert_schedule(
-    conn: aiosqlite.Connection,
-    spec: ScheduleSpec,
-    *,
-    next_fire_ms: int | None,
-    next_due_ms: int | None,
-    paused: bool,
-    now_ms: int,
+@dataclass(frozen=True, slots=True)
+class NewSchedule:
+    """A schedule about to be inserted or redefined: its definition, encoded, and its marks."""
+
+    spec: ScheduleSpec
+    text: SpecText
+    next_fire_ms: int | None
+    next_due_ms: int | None
+    paused: bool
+
+
+async def _insert_schedules(
+    conn: aiosqlite.Connection, new: Sequence[NewSchedule], now_ms: int
 ) -> None:
-    await conn.execute(
-        "INSERT INTO schedules (name, source, rule, payload_id, spec_hash, task_kind,"
-        " next_fire_ms, next_due_ms, paused, created_ms, updated_ms)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            spec.name,
-            spec.source.value,
-            *await _spec_columns(conn, spec),
-            next_fire_ms,
-            next_due_ms,
-            int(paused),
-            now_ms,
-            now_ms,
-        ),
-    )
+    """Insert ``new`` (names not stored yet), a few multi-row statements for any number."""
+    payload_ids = await store_payloads(conn, [n.text.body for n in new])
+    for start in range(0, len(new), SCHEDULES_PER_INSERT):
+        part = new[start : start + SCHEDULES_PER_INSERT]
+        await conn.execute_fetchall(
+            _INSERT_SCHEDULE + ", ".join([_SCHEDULE_ROW] * len(part)),
+            [
+                v
+                for n, payload_id in zip(part, payload_ids[start : start + len(part)], strict=True)
+                for v in (
+                    n.spec.name,
+                    n.spec.source.value,
+                    n.text.rule,
+                    payload_id,
+                    n.text.digest,
+                    n.text.task_kind,
+                    n.next_fire_ms,
+                    n.next_due_ms,
+                    int(n.paused),
+                    now_ms,
+                    now_ms,
+                )
+            ],
+        )
 
 
 _BY_NAME = SCHEDULE_SELECT + " WHERE s.name = ?"
@@ -103,6 +123,64 @@ async def _select_schedule(conn: aiosqlite.Connection, name: str) -> ScheduleRec
     return _named(list(await conn.execute_fetchall(_BY_NAME, (name,))), name)
 
 
+_DISPATCH_SELECT = (
+    "SELECT id, name, rule, paused, fired_through_ms, next_fire_ms, next_due_ms, payload_id"
+    " FROM schedules WHERE id IN ({})"
+)
+#: New marks for many schedules in one statement (``executemany`` steps once per row).
+_SET_MARKS = (
+    "UPDATE schedules SET fired_through_ms = v.column2, next_fire_ms = v.column3,"
+    " next_due_ms = v.column4 FROM (VALUES {}) AS v WHERE schedules.id = v.column1"
+)
+
+
+def _checked(rule: ScheduleRule, fired_through_ms: int | None) -> None:
+    """The high-water mark only moves forward: refuse a plan that would move it back."""
+    old = rule.fired_through_ms
+    if old is not None and (fired_through_ms is None or fired_through_ms < old):
+        raise IllegalTransition(
+            f"schedule {rule.name!r}: high-water mark may not move back"
+            f" ({old} -> {fired_through_ms})"
+        )
+
+
+async def _dispatch_step(
+    conn: aiosqlite.Connection, schedule_ids: Sequence[int], planner: Planner
+) -> list[Ticket]:
+    """Plan and store one step of a dispatch: read the rules, plan each, write the new marks
+    and the firings, and return the tickets of the committed firings newly inserted."""
+    rows = await conn.execute_fetchall(
+        _DISPATCH_SELECT.format(marks(len(schedule_ids))), schedule_ids
+    )
+    firings: list[NewFiring] = []
+    new_marks: list[int | None] = []
+    for r in rows:
+        text = r[2]
+        rule = ScheduleRule(
+            r[0], r[1], rule_dict(text), bool(r[3]), r[4], r[5], r[6], r[7], rule_json=text
+        )
+        plan = planner(rule)
+        if plan is None:
+            continue
+        _checked(rule, plan.fired_through_ms)
+        firings.extend(plan.firings)
+        new_marks += (rule.id, plan.fired_through_ms, plan.next_fire_ms, plan.next_due_ms)
+    if new_marks:
+        await conn.execute_fetchall(
+            _SET_MARKS.format(", ".join(["(?, ?, ?, ?)"] * (len(new_marks) // 4))), new_marks
+        )
+    ids = await insert_fresh(conn, firings)
+    if None in ids:
+        log.warning(
+            "%d generated firing keys already existed; kept the stored ones", ids.count(None)
+        )
+    return [
+        f.ticket(fid)
+        for f, fid in zip(firings, ids, strict=True)
+        if fid is not None and f.state is FiringState.COMMITTED
+    ]
+
+
 class SchedulesMixin(StoreMixin):
     async def reconcile(
         self,
@@ -116,8 +194,8 @@ class SchedulesMixin(StoreMixin):
                 "SELECT id, name, source, spec_hash, fired_through_ms FROM schedules"
             )
             stored = {r[1]: r for r in rows}
-            added: list[str] = []
-            changed: list[str] = []
+            added: list[NewSchedule] = []
+            changed: list[tuple[NewSchedule, int]] = []
             unchanged = 0
             for spec in specs:
                 row = stored.get(spec.name)
@@ -126,38 +204,52 @@ class SchedulesMixin(StoreMixin):
                         f"schedules.{spec.name}: a schedule of that name was added through the"
                         " admin API; remove it first or rename the config schedule"
                     )
-                if row is not None and row[3] == spec_digest(spec):
+                text = spec_text(spec)
+                if row is not None and row[3] == text.digest:
                     unchanged += 1
                     continue
+                marks_ = initial(spec, None if row is None else row[4])
+                new = NewSchedule(spec, text, *marks_, paused=False)
                 if row is None:
-                    next_fire, next_due = initial(spec, None)
-                    await _insert_schedule(
-                        conn,
-                        spec,
-                        next_fire_ms=next_fire,
-                        next_due_ms=next_due,
-                        paused=False,
-                        now_ms=now_ms,
-                    )
-                    added.append(spec.name)
+                    added.append(new)
                 else:
-                    next_fire, next_due = initial(spec, row[4])
-                    await conn.execute(
-                        "UPDATE schedules SET rule = ?, payload_id = ?, spec_hash = ?,"
-                        " task_kind = ?, next_fire_ms = ?, next_due_ms = ?, updated_ms = ?"
-                        " WHERE id = ?",
-                        (*await _spec_columns(conn, spec), next_fire, next_due, now_ms, row[0]),
+                    changed.append((new, row[0]))
+            await _insert_schedules(conn, added, now_ms)
+            payload_ids = await store_payloads(conn, [n.text.body for n, _ in changed])
+            await conn.executemany(
+                "UPDATE schedules SET rule = ?, payload_id = ?, spec_hash = ?,"
+                " task_kind = ?, next_fire_ms = ?, next_due_ms = ?, updated_ms = ?"
+                " WHERE id = ?",
+                [
+                    (
+                        n.text.rule,
+                        payload_id,
+                        n.text.digest,
+                        n.text.task_kind,
+                        n.next_fire_ms,
+                        n.next_due_ms,
+                        now_ms,
+                        sid,
                     )
-                    changed.append(spec.name)
+                    for (n, sid), payload_id in zip(changed, payload_ids, strict=True)
+                ],
+            )
             wanted = {s.name for s in specs}
-            removed = [
+            removed = sorted(
                 name
                 for name, r in stored.items()
                 if r[2] == Source.CONFIG.value and name not in wanted
-            ]
-            for name in removed:
-                await conn.execute("DELETE FROM schedules WHERE name = ?", (name,))
-            return ReconcileSummary(tuple(added), tuple(changed), tuple(sorted(removed)), unchanged)
+            )
+            for chunk in chunks(removed):
+                await conn.execute_fetchall(
+                    f"DELETE FROM schedules WHERE name IN ({marks(len(chunk))})", chunk
+                )
+            return ReconcileSummary(
+                tuple(n.spec.name for n in added),
+                tuple(n.spec.name for n, _ in changed),
+                tuple(removed),
+                unchanged,
+            )
 
         return await self._write(unit)
 
@@ -179,14 +271,8 @@ class SchedulesMixin(StoreMixin):
             if rows:
                 origin = _ORIGIN.get(rows[0][0], f"source {rows[0][0]!r}")
                 raise Conflict(f"schedule {spec.name!r} already exists ({origin})")
-            await _insert_schedule(
-                conn,
-                spec,
-                next_fire_ms=next_fire_ms,
-                next_due_ms=next_due_ms,
-                paused=paused,
-                now_ms=now_ms,
-            )
+            new = NewSchedule(spec, spec_text(spec), next_fire_ms, next_due_ms, paused)
+            await _insert_schedules(conn, [new], now_ms)
             return await _select_schedule(conn, spec.name)
 
         return await self._write(unit)
@@ -254,49 +340,8 @@ class SchedulesMixin(StoreMixin):
     async def dispatch(self, schedule_ids: Sequence[int], planner: Planner) -> list[Ticket]:
         async def unit(conn: aiosqlite.Connection) -> list[Ticket]:
             tickets: list[Ticket] = []
-            for chunk in chunks(list(schedule_ids)):
-                rows = await conn.execute_fetchall(
-                    "SELECT id, name, rule, paused, fired_through_ms, next_fire_ms,"
-                    f" next_due_ms, payload_id FROM schedules WHERE id IN ({marks(len(chunk))})",
-                    chunk,
-                )
-                firings: list[NewFiring] = []
-                updates: list[tuple[Any, ...]] = []
-                for r in rows:
-                    rule = ScheduleRule(
-                        r[0], r[1], json.loads(r[2]), bool(r[3]), r[4], r[5], r[6], r[7]
-                    )
-                    plan = planner(rule)
-                    if plan is None:
-                        continue
-                    old_hw = rule.fired_through_ms
-                    if old_hw is not None and (
-                        plan.fired_through_ms is None or plan.fired_through_ms < old_hw
-                    ):
-                        raise IllegalTransition(
-                            f"schedule {rule.name!r}: high-water mark may not move back"
-                            f" ({old_hw} -> {plan.fired_through_ms})"
-                        )
-                    firings.extend(plan.firings)
-                    updates.append(
-                        (plan.fired_through_ms, plan.next_fire_ms, plan.next_due_ms, rule.id)
-                    )
-                await conn.executemany(
-                    "UPDATE schedules SET fired_through_ms = ?, next_fire_ms = ?,"
-                    " next_due_ms = ? WHERE id = ?",
-                    updates,
-                )
-                inserted = await insert_new(conn, firings)
-                if not all(created for _, created in inserted):
-                    log.warning(
-                        "%d generated firing keys already existed; kept the stored ones",
-                        sum(not created for _, created in inserted),
-                    )
-                tickets.extend(
-                    rec.ticket()
-                    for rec, created in inserted
-                    if created and rec.state is FiringState.COMMITTED
-                )
+            for step in chunks(list(schedule_ids), DISPATCH_STEP):
+                tickets += await _dispatch_step(conn, step, planner)
             return tickets
 
         return await self._write(unit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -154,3 +155,24 @@ def test_initial_marks_add_the_stable_jitter_within_its_bound() -> None:
     assert due is not None
     assert 0 <= due - nxt < 60_000
     assert initial_marks(cron, None, T0 + 1) == (nxt, due), "stable across calls"
+
+
+def with_text(r: ScheduleRule) -> ScheduleRule:
+    """``r`` as the store hands it over: with the JSON text its rule was decoded from."""
+    return dataclasses.replace(r, rule_json=json.dumps(r.rule, sort_keys=True))
+
+
+def test_a_rule_compiled_from_its_cached_text_plans_exactly_as_from_the_dict() -> None:
+    for r in (rule(), rule(misfire=Misfire.SKIP, max_catchup=2), rule(overlap=Overlap.ALLOW)):
+        for now, active in ((T0, 0), (T0, 1), (T0 + 9 * MIN + 1000, 0)):
+            want = plan(r, now_ms=now, active=active)
+            assert plan(with_text(r), now_ms=now, active=active) == want
+            assert plan(with_text(r), now_ms=now, active=active) == want, "again, from the cache"
+
+
+def test_a_changed_rule_is_a_new_text_and_never_served_the_old_compiled_one() -> None:
+    skip, allow = with_text(rule()), with_text(rule(overlap=Overlap.ALLOW))
+    assert skip.rule_json != allow.rule_json
+    for _ in range(2):
+        assert fired(plan(skip, now_ms=T0, active=1)) == []
+        assert fired(plan(allow, now_ms=T0, active=1)) == [T0]

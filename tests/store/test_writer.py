@@ -1,0 +1,213 @@
+"""Group commit (schedd/store/writer.py): many units, one transaction, each answer its own.
+
+Each test holds a batch open with a *gate* unit that waits on an event inside the transaction,
+so what queues behind it is known to form the next batch, and what is inside it is known not
+to be committed yet. Visibility is checked from a second, independent connection: in WAL mode
+it sees a row only once the writer's COMMIT returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from schedd.store.writer import SAVEPOINT_DEPTH, GroupWriter
+
+Unit = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+
+class Boom(Exception):
+    """What a failing unit raises, so a test can tell its own error from any other."""
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "w.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+    conn.execute("CREATE TABLE child (p TEXT REFERENCES t(k))")
+    conn.close()
+    return path
+
+
+@pytest.fixture
+async def writer(db: Path) -> AsyncIterator[tuple[GroupWriter, list[str]]]:
+    """A running writer and the statements its connection executed, in order."""
+    conn = await aiosqlite.connect(db, isolation_level=None)
+    await conn.execute("PRAGMA synchronous = FULL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    statements: list[str] = []
+    await conn.set_trace_callback(statements.append)
+    w = GroupWriter(conn)
+    w.start()
+    try:
+        yield w, statements
+    finally:
+        await w.stop()
+        await conn.close()
+
+
+def stored(db: Path) -> dict[str, int]:
+    """The committed rows, as any other connection sees them."""
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute("SELECT k, v FROM t"))
+    finally:
+        conn.close()
+
+
+def put(key: str, value: int = 1) -> Unit:
+    async def unit(conn: aiosqlite.Connection) -> str:
+        await conn.execute("INSERT INTO t (k, v) VALUES (?, ?)", (key, value))
+        return f"put {key}"
+
+    return unit
+
+
+def put_then_fail(key: str) -> Unit:
+    async def unit(conn: aiosqlite.Connection) -> str:
+        await conn.execute("INSERT INTO t (k, v) VALUES (?, 1)", (key,))
+        raise Boom(key)
+
+    return unit
+
+
+class Gate:
+    """A unit that holds its transaction open until released."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, conn: aiosqlite.Connection) -> str:
+        await conn.execute("INSERT INTO t (k, v) VALUES (?, 0)", (self.key,))
+        self.entered.set()
+        await self.release.wait()
+        return f"gate {self.key}"
+
+
+def commits(statements: list[str]) -> int:
+    return sum(s.strip().upper() == "COMMIT" for s in statements)
+
+
+async def queued_behind(w: GroupWriter, gate: Gate, units: list[Unit]) -> list[asyncio.Task[Any]]:
+    """Start ``units`` while ``gate`` holds the current batch open: they form the next batch."""
+    held = asyncio.create_task(w.run(gate))
+    await gate.entered.wait()
+    tasks = [asyncio.create_task(w.run(u)) for u in units]
+    gate.release.set()
+    assert await held == f"gate {gate.key}"
+    return tasks
+
+
+async def test_waiting_units_share_one_transaction_and_each_gets_its_own_result(
+    writer: tuple[GroupWriter, list[str]], db: Path
+) -> None:
+    w, statements = writer
+    tasks = await queued_behind(w, Gate("g"), [put(f"k{i}", i) for i in range(5)])
+    batches, before = w.batches, commits(statements)
+    assert await asyncio.gather(*tasks) == [f"put k{i}" for i in range(5)]
+    assert (w.batches - batches, commits(statements) - before) == (1, 1), "one batch, one COMMIT"
+    assert stored(db) == {"g": 0, **{f"k{i}": i for i in range(5)}}
+
+
+@pytest.mark.parametrize("failing", [0, 2, 4])
+async def test_a_failing_unit_rolls_back_alone_and_the_others_commit(
+    writer: tuple[GroupWriter, list[str]], db: Path, failing: int
+) -> None:
+    w, statements = writer
+    units = [put_then_fail(f"k{i}") if i == failing else put(f"k{i}") for i in range(5)]
+    tasks = await queued_behind(w, Gate("g"), units)
+    before = commits(statements)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, result in enumerate(results):
+        if i == failing:
+            assert isinstance(result, Boom), "its own error"
+            assert result.args == (f"k{i}",)
+        else:
+            assert result == f"put k{i}"
+    assert commits(statements) - before == 1
+    assert set(stored(db)) == {"g"} | {f"k{i}" for i in range(5) if i != failing}
+
+
+async def test_a_unit_failing_inside_sqlite_does_not_poison_the_batch(
+    writer: tuple[GroupWriter, list[str]], db: Path
+) -> None:
+    w, _ = writer
+    await w.run(put("dup"))
+    tasks = await queued_behind(w, Gate("g"), [put("a"), put("dup", 9), put("b")])
+    a, dup, b = await asyncio.gather(*tasks, return_exceptions=True)
+    assert (a, b) == ("put a", "put b")
+    assert isinstance(dup, sqlite3.IntegrityError)
+    assert stored(db) == {"dup": 1, "g": 0, "a": 1, "b": 1}
+
+
+async def test_a_lone_failing_unit_leaves_nothing_and_the_writer_carries_on(
+    writer: tuple[GroupWriter, list[str]], db: Path
+) -> None:
+    w, _ = writer
+    with pytest.raises(Boom):
+        await w.run(put_then_fail("x"))
+    assert await w.run(put("y")) == "put y"
+    assert stored(db) == {"y": 1}
+
+
+async def test_no_caller_returns_before_its_batch_committed(
+    writer: tuple[GroupWriter, list[str]], db: Path
+) -> None:
+    w, _ = writer
+    last = Gate("last")
+    first = Gate("first")
+    tasks = await queued_behind(w, first, [put("a"), put("b"), last])
+    await last.entered.wait()
+    # "a" and "b" have run, but their batch is still open behind "last": not committed,
+    # so their callers must still be waiting and no other connection may see the rows.
+    assert not any(t.done() for t in tasks)
+    assert stored(db) == {"first": 0}
+    last.release.set()
+    assert await asyncio.gather(*tasks) == ["put a", "put b", "gate last"]
+    assert stored(db) == {"first": 0, "a": 1, "b": 1, "last": 0}
+
+
+async def test_a_failed_commit_fails_every_unit_of_the_batch_and_keeps_nothing(
+    writer: tuple[GroupWriter, list[str]], db: Path
+) -> None:
+    w, _ = writer
+
+    async def orphan(conn: aiosqlite.Connection) -> None:
+        # A deferred constraint is checked only by COMMIT: the transaction as a whole fails,
+        # as it would on a full disk.
+        await conn.execute("PRAGMA defer_foreign_keys = ON")
+        await conn.execute("INSERT INTO child (p) VALUES ('nobody')")
+
+    tasks = await queued_behind(w, Gate("g"), [put("a"), orphan, put("b")])
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
+    assert stored(db) == {"g": 0}
+    assert await w.run(put("after")) == "put after", "the writer carries on"
+    assert stored(db) == {"g": 0, "after": 1}
+
+
+async def test_failures_anywhere_in_a_batch_deeper_than_the_savepoint_chain_stay_alone(
+    writer: tuple[GroupWriter, list[str]], db: Path
+) -> None:
+    w, statements = writer
+    n, failing = (
+        3 * SAVEPOINT_DEPTH + 2,
+        {0, 3, SAVEPOINT_DEPTH, SAVEPOINT_DEPTH + 1, 3 * SAVEPOINT_DEPTH + 1},
+    )
+    units = [put_then_fail(f"k{i}") if i in failing else put(f"k{i}") for i in range(n)]
+    tasks = await queued_behind(w, Gate("g"), units)
+    before = commits(statements)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [isinstance(r, Boom) for r in results] == [i in failing for i in range(n)]
+    assert commits(statements) - before == 1
+    assert set(stored(db)) == {"g"} | {f"k{i}" for i in range(n) if i not in failing}
