@@ -9,19 +9,23 @@ are of that work alone.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,12 +80,13 @@ def lateness_summary(lateness_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
-def rss_bytes(pid: int | str = "self") -> int:
+def rss_bytes(pid: int | str = "self", field: str = "VmRSS") -> int:
+    """Resident memory now, or with ``field="VmHWM"`` its peak since the process started."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -246,6 +251,120 @@ class Admin:
             self.close()
 
 
+def pipeline(
+    path: Path,
+    requests: Sequence[tuple[str, dict[str, Any]]],
+    connections: int = 4,
+    window: int = 500,
+) -> float:
+    """Send every request over ``connections`` connections, at most ``window`` in flight on
+    each, as a busy client would; return the seconds until the last answer. Any error answer
+    raises.
+
+    Each connection reads its answers in a thread of its own while it sends: answers can be
+    large (``schedules.add`` echoes the task), and a client that only reads after sending a
+    window would fill both socket buffers and wait for a daemon that waits for it.
+    """
+    errors: list[BaseException] = []
+
+    def guarded(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(exc)
+
+        return run
+
+    def connection(share: Sequence[tuple[str, dict[str, Any]]]) -> list[threading.Thread]:
+        admin = Admin(path)
+        room = threading.Semaphore(window)
+
+        def send() -> None:
+            try:
+                for op, args in share:
+                    room.acquire()
+                    admin.send(op, args)
+            except BaseException:
+                admin.sock.shutdown(socket.SHUT_RDWR)  # the receiver stops waiting too
+                raise
+
+        def receive() -> None:
+            try:
+                for _ in share:
+                    admin.receive()
+                    room.release()
+            finally:
+                room.release(len(share))  # a sender still waiting for room goes on, and fails
+                admin.close()
+
+        return [threading.Thread(target=guarded(send)), threading.Thread(target=guarded(receive))]
+
+    size = -(-len(requests) // connections)
+    threads = [t for i in range(0, len(requests), size) for t in connection(requests[i : i + size])]
+    t0 = now_s()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return now_s() - t0
+
+
+class CommitWatch:
+    """When each firing became durable, seen from outside: a read-only connection polls the
+    store's highest firing id every ``every_s`` (a short read, so it never holds back the
+    daemon's checkpoints).
+
+    Firing ids grow in insert order and a transaction becomes visible to readers only once
+    committed, so the first poll that sees ``max(id) >= i`` bounds firing ``i``'s commit time
+    from above, to within one poll. Polling ``status`` would give the same at the price of a
+    request the daemon must answer; this read asks nothing of the daemon.
+    """
+
+    def __init__(self, db: Path, every_s: float = 0.001) -> None:
+        self._db = db
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="commit-watch", daemon=True)
+        #: ``(wall ms, highest visible firing id)`` at each change.
+        self.seen: list[tuple[int, int]] = []
+        self.polls = 0
+
+    def __enter__(self) -> CommitWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        db = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, isolation_level=None)
+        try:
+            top = 0
+            while not self._stop.is_set():
+                (highest,) = db.execute("SELECT coalesce(max(id), 0) FROM firings").fetchone()
+                self.polls += 1
+                if highest > top:
+                    top = highest
+                    self.seen.append((wall_ms(), highest))
+                sleep_s(self._every_s)
+        finally:
+            db.close()
+
+    def committed_ms(self, firing_id: int) -> int | None:
+        """Wall ms of the first poll that saw ``firing_id`` committed; None if none did."""
+        i = bisect.bisect_left(self.seen, firing_id, key=lambda s: s[1])
+        return self.seen[i][0] if i < len(self.seen) else None
+
+
 @contextlib.contextmanager
 def workdir(prefix: str) -> Iterator[Path]:
     """A short temporary directory (Unix socket paths are limited to 107 bytes)."""
@@ -284,17 +403,3 @@ level = "warning"
 
 def rfc3339_ms(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
-
-
-@dataclass
-class Measure:
-    """One figure of one system in one scenario, over repetitions."""
-
-    values: list[float] = field(default_factory=list)
-
-    def add(self, value: float) -> None:
-        self.values.append(value)
-
-    @property
-    def median(self) -> float:
-        return median(self.values)

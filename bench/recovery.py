@@ -10,10 +10,9 @@ is killed. Each repetition kills and restarts the same store: recovery finds the
 from __future__ import annotations
 
 import signal
-import threading
 from typing import Any
 
-from bench.common import Admin, Daemon, config, now_s, running, wait_until, workdir
+from bench.common import Daemon, config, pipeline, running, wait_until, workdir
 from bench.pulse import BLOCKER
 
 CONNECTIONS = 4
@@ -22,31 +21,8 @@ WINDOW = 500
 
 def submit_all(daemon: Daemon, n: int, task: dict[str, Any]) -> float:
     """Submit N tasks over ``CONNECTIONS`` pipelined connections; return submits per second."""
-
-    def one_connection(first: int, count: int) -> None:
-        admin = Admin(daemon.socket)
-        try:
-            for start in range(first, first + count, WINDOW):
-                batch = range(start, min(first + count, start + WINDOW))
-                for i in batch:
-                    admin.send("submit", {"task": task, "key": f"job-{i}"})
-                for _ in batch:
-                    admin.receive()
-        finally:
-            admin.close()
-
-    share = -(-n // CONNECTIONS)
-    threads = [
-        threading.Thread(target=one_connection, args=(c * share, min(share, n - c * share)))
-        for c in range(CONNECTIONS)
-        if n - c * share > 0
-    ]
-    t0 = now_s()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return n / (now_s() - t0)
+    submits = [("submit", {"task": task, "key": f"job-{i}"}) for i in range(n)]
+    return n / pipeline(daemon.socket, submits, CONNECTIONS, WINDOW)
 
 
 def recovery(n: int, reps: int) -> dict[str, Any]:
