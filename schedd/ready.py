@@ -158,10 +158,6 @@ class ReadyQueues:
     def draining(self) -> bool:
         return self._draining
 
-    @property
-    def left_in_store(self) -> bool:
-        return any(r.first is not None for r in self._left.values())
-
     # --- reading back -----------------------------------------------------------------------
 
     async def run(self) -> None:
