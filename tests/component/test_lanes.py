@@ -47,12 +47,17 @@ class HeldAttempts:
 
     starts: list[Ticket] = field(default_factory=list)
     ended: int = 0
+    #: Set at each start and end, and by the runner's own firing events (a skip): what
+    #: :meth:`Bench.eventually` wakes on.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
     _gates: dict[int, asyncio.Event] = field(default_factory=dict)
 
     async def run(self, ticket: Ticket, payload: RunPayload, stop: object) -> None:
         self.starts.append(ticket)
+        self.changed.set()
         await self._gates.setdefault(ticket.firing_id, asyncio.Event()).wait()
         self.ended += 1
+        self.changed.set()
 
     def release(self, ticket: Ticket) -> None:
         self._gates.setdefault(ticket.firing_id, asyncio.Event()).set()
@@ -106,13 +111,31 @@ class Bench:
     async def firing(self, ticket: Ticket) -> FiringRecord:
         return await self.store.get_firing(ticket.key)
 
+    async def eventually(self, check: Callable[[], bool], what: str) -> None:
+        """Wait until ``check`` holds, woken by every attempt start and end and every firing
+        the runner records itself; the runner finishes a slot without awaiting after those, so
+        its counts are current when this wakes. A deadline bounds the wait."""
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    self.attempts.changed.clear()
+                    if check():
+                        return
+                    await self.attempts.changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"never: {what}") from None
 
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    """Let the runner's tasks run until ``check`` holds (a deadline, not a sleep, bounds it)."""
-    deadline = SystemClock().monotonic_ms() + 10_000
-    while not check():
-        assert SystemClock().monotonic_ms() < deadline, f"never: {what}"
-        await asyncio.sleep(0.001)
+
+class BenchEvents(FiringEvents):
+    """The runner's firing events, also waking :meth:`Bench.eventually`."""
+
+    def __init__(self, changed: asyncio.Event) -> None:
+        super().__init__(SystemClock())
+        self._changed = changed
+
+    def changed(self, key: str | None, schedule: str) -> None:
+        super().changed(key, schedule)
+        self._changed.set()
 
 
 def schedule(name: str, misfire: Misfire) -> ScheduleSpec:
@@ -140,7 +163,7 @@ async def make_bench(tmp_path: Path) -> AsyncIterator[MakeBench]:
         runner = Runner(
             store,
             clock,
-            FiringEvents(SystemClock()),
+            BenchEvents(attempts.changed),
             attempts,
             None,
             max_workers=capacity,
@@ -169,20 +192,20 @@ async def test_a_reserved_slot_runs_critical_work_at_once_behind_a_bulk_backlog(
     for i in range(50):
         b.runner.submit(await b.adhoc(f"bulk-{i}", "bulk"))
     assert (b.runner.busy, b.runner.queued) == (3, 47), "bulk never takes critical's slot"
-    await eventually(lambda: b.attempts.started == 3, "three bulk firings start")
+    await b.eventually(lambda: b.attempts.started == 3, "three bulk firings start")
 
     for round_ in range(3):
         critical = await b.adhoc(f"critical-{round_}", "critical")
         b.runner.submit(critical)
         assert b.runner.busy == 4, "critical starts at once, with 47 bulk firings ahead of it"
-        await eventually(lambda t=critical: t in b.attempts.starts, "critical starts")
+        await b.eventually(lambda t=critical: t in b.attempts.starts, "critical starts")
         b.attempts.release(critical)
-        await eventually(lambda: b.runner.busy == 3, "critical's run ends")
+        await b.eventually(lambda: b.runner.busy == 3, "critical's run ends")
         assert b.runner.queued == 47, "its slot went back to idle, not to bulk"
 
     for _ in range(10):  # bulk drains through its three slots, never more
         b.attempts.release(b.attempts.running()[0])
-        await eventually(lambda: len(b.attempts.running()) == 3, "the next bulk firing starts")
+        await b.eventually(lambda: len(b.attempts.running()) == 3, "the next bulk firing starts")
         assert b.runner.busy == 3
     assert Counter(t.lane for t in b.attempts.starts) == Counter(bulk=13, critical=3)
 
@@ -194,11 +217,11 @@ async def test_saturated_lanes_share_the_slots_three_to_one_by_weight(
     for i in range(60):
         b.runner.submit(await b.adhoc(f"light-{i}", "light"))
         b.runner.submit(await b.adhoc(f"heavy-{i}", "heavy"))
-    await eventually(lambda: b.attempts.started == 4, "the slots fill")
+    await b.eventually(lambda: b.attempts.started == 4, "the slots fill")
     while b.attempts.started < 40:
         started = b.attempts.started
         b.attempts.release(b.attempts.running()[0])
-        await eventually(lambda n=started: b.attempts.started == n + 1, "a slot is refilled")
+        await b.eventually(lambda n=started: b.attempts.started == n + 1, "a slot is refilled")
         assert b.runner.busy == 4
     first = Counter(t.lane for t in b.attempts.starts[:40])
     assert 28 <= first["heavy"] <= 32, first
@@ -221,7 +244,7 @@ async def queued_behind_a_blocker(b: Bench, ticket: Ticket, wait_ms: int) -> Non
     blocker = await b.adhoc("blocker", "default")
     b.runner.submit(blocker)
     b.runner.submit(ticket)
-    await eventually(lambda: b.attempts.started == 1, "the blocker starts")
+    await b.eventually(lambda: b.attempts.started == 1, "the blocker starts")
     b.clock.advance(wait_ms)
     b.attempts.release(blocker)
 
@@ -236,14 +259,14 @@ async def test_skip_records_a_firing_that_waited_past_its_grace_and_never_runs_i
     late = await b.occurrence("skip", T0)
     await queued_behind_a_blocker(b, late, wait_ms)
     if skipped:
-        await eventually(lambda: b.runner.busy == 0, "the late firing is handled")
+        await b.eventually(lambda: b.runner.busy == 0, "the late firing is handled")
         f = await b.firing(late)
         assert f.state is FiringState.SKIPPED
         assert f.reason == f"misfire: waited {wait_ms}ms in the queue (grace {GRACE}ms)"
         assert late not in b.attempts.starts
         assert b.runner.active_count(late.schedule_id or 0) == 0, "it no longer counts as active"
     else:
-        await eventually(lambda: late in b.attempts.starts, "the on-time firing starts")
+        await b.eventually(lambda: late in b.attempts.starts, "the on-time firing starts")
 
 
 @pytest.mark.parametrize("step_ms", [3_600_000, -3_600_000], ids=["forward", "back"])
@@ -255,11 +278,13 @@ async def test_a_wall_step_while_queued_does_not_change_how_long_a_firing_waited
     blocker = await b.adhoc("blocker", "default")
     b.runner.submit(blocker)
     b.runner.submit(on_time)
-    await eventually(lambda: b.attempts.started == 1, "the blocker starts")
+    await b.eventually(lambda: b.attempts.started == 1, "the blocker starts")
     b.clock.jump_wall(step_ms)  # queued on time, it waits across the step
     b.clock.advance(GRACE)
     b.attempts.release(blocker)
-    await eventually(lambda: on_time in b.attempts.starts, "it waited its grace, no more: it runs")
+    await b.eventually(
+        lambda: on_time in b.attempts.starts, "it waited its grace, no more: it runs"
+    )
 
 
 @pytest.mark.parametrize("name", ["fire-once", "fire-all"])
@@ -269,7 +294,7 @@ async def test_other_policies_run_a_firing_that_waited_past_its_grace(
     b = await make_bench(capacity=1)
     late = await b.occurrence(name, T0)
     await queued_behind_a_blocker(b, late, 10 * GRACE)
-    await eventually(lambda: late in b.attempts.starts, "the late firing starts")
+    await b.eventually(lambda: late in b.attempts.starts, "the late firing starts")
     assert (await b.firing(late)).state is FiringState.COMMITTED, "not skipped (held by the stub)"
 
 
@@ -287,4 +312,4 @@ async def test_only_first_attempts_of_schedules_count_their_wait_from_when_they_
     else:  # an occurrence an hour old, backfilled now: it is not late for its old instant
         ticket = await b.occurrence("skip", T0 - 3_600_000, created_ms=T0)
     await queued_behind_a_blocker(b, ticket, wait_ms)
-    await eventually(lambda: ticket in b.attempts.starts, f"the {kind} firing starts")
+    await b.eventually(lambda: ticket in b.attempts.starts, f"the {kind} firing starts")
