@@ -33,7 +33,7 @@ from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
 
-from schedd import __version__, failpoints
+from schedd import __version__, failpoints, heap
 from schedd.admin.access import Access
 from schedd.admin.ops import AdminOps, DaemonView
 from schedd.admin.server import AdminServer
@@ -48,6 +48,7 @@ from schedd.heartbeat import Heartbeat
 from schedd.hooks import Hooks
 from schedd.metrics import Metrics
 from schedd.metrics_http import MetricsServer, serve_metrics, write_textfile_forever
+from schedd.model import ScheduleSpec
 from schedd.overdue import OverdueWatch
 from schedd.planner import initial_marks
 from schedd.ratelimit import Budgets
@@ -83,6 +84,9 @@ async def serve(config: Config, clock: Clock, *, notifier: Notifier | None = Non
     # Installed before anything else: SIGHUP's default action would kill a daemon still starting.
     loop.add_signal_handler(signal.SIGHUP, hup.set)
 
+    # Consumed by the reconcile: from then on the store holds the schedules, not this process.
+    schedules = list(config.schedules)
+    config = config.settled()
     lock = StateLock(config.store.path.with_name(config.store.path.name + ".lock"))
     lock.acquire()
     store = SqliteStore(
@@ -92,7 +96,7 @@ async def serve(config: Config, clock: Clock, *, notifier: Notifier | None = Non
     )
     try:
         await store.open()
-        await _run(config, clock, store, notifier, stop, hup)
+        await _run(config, schedules, clock, store, notifier, stop, hup)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -102,6 +106,7 @@ async def serve(config: Config, clock: Clock, *, notifier: Notifier | None = Non
 
 async def _run(
     config: Config,
+    schedules: list[ScheduleSpec],
     clock: Clock,
     store: SqliteStore,
     notifier: Notifier,
@@ -112,10 +117,7 @@ async def _run(
     journal = SpawnJournal(config.store.path.with_name(config.store.path.name + ".spawns"))
     await _recover(store, journal, started_wall)
 
-    summary = await store.reconcile(
-        config.schedules, initial=partial(initial_marks, now_ms=started_wall), now_ms=started_wall
-    )
-    log.info("config %s: %s", config.path, describe(summary))
+    await _reconcile(store, config, schedules, started_wall)
 
     events = FiringEvents(clock)
     launcher = LimitedLauncher()
@@ -164,6 +166,7 @@ async def _run(
         dispatch_task,
         *_services(config, clock, notifier, health, telemetry, reloader, hup),
     ]
+    heap.settle()
     notifier.notify("READY=1", f"STATUS=serving {config.path} ({resumed} firing(s) resumed)")
     log.info(
         "schedd %s ready: pid %d, store %s, socket %s",
@@ -194,6 +197,17 @@ async def _run(
         await server.close()
         journal.close()
         log.info("stopped")
+
+
+async def _reconcile(
+    store: Store, config: Config, schedules: list[ScheduleSpec], now_ms: int
+) -> None:
+    """Store the config's schedules, then let go of them: the store is their truth now."""
+    summary = await store.reconcile(
+        schedules, initial=partial(initial_marks, now_ms=now_ms), now_ms=now_ms
+    )
+    schedules.clear()
+    log.info("config %s: %s", config.path, describe(summary))
 
 
 def _attempts(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from schedd import heap
 from schedd.clock import Clock
 from schedd.config import Config, load_config
 from schedd.dispatcher import Dispatcher
@@ -74,37 +75,45 @@ class Reloader:
 
     async def reload(self) -> ReloadReport:
         async with self._lock:
-            path = self.config.path
-            assert path is not None, "a running daemon's config always has a path"
-            new = await asyncio.to_thread(load_config, Path(path))
-            now = self._clock.wall_ms()
-            summary = await self._store.reconcile(
-                new.schedules, initial=partial(initial_marks, now_ms=now), now_ms=now
+            heap.hold()  # parsing a big file with collections running takes twice as long
+            try:
+                return await self._reload()
+            finally:
+                heap.settle()
+
+    async def _reload(self) -> ReloadReport:
+        path = self.config.path
+        assert path is not None, "a running daemon's config always has a path"
+        new = await asyncio.to_thread(load_config, Path(path))
+        now = self._clock.wall_ms()
+        summary = await self._store.reconcile(
+            new.schedules, initial=partial(initial_marks, now_ms=now), now_ms=now
+        )
+        new = new.settled()
+        touched = [
+            await self._store.get_schedule(name) for name in (*summary.added, *summary.changed)
+        ]
+        for rec in touched:
+            self._dispatcher.schedule_moved(
+                rec.id,
+                None if rec.paused else rec.next_due_ms,
+                is_python=isinstance(rec.spec.task, PythonTask),
             )
-            touched = [
-                await self._store.get_schedule(name) for name in (*summary.added, *summary.changed)
-            ]
-            for rec in touched:
-                self._dispatcher.schedule_moved(
-                    rec.id,
-                    None if rec.paused else rec.next_due_ms,
-                    is_python=isinstance(rec.spec.task, PythonTask),
-                )
-            await self.watch(touched)
-            for name in summary.removed:
-                self.unwatch(name)
-            report = ReloadReport(new, summary, restart_required(self._started_with, new))
-            self.config = new
-            self.on_config(new)
-            log.info(
-                "config %s reloaded: %s%s",
-                path,
-                describe(summary),
-                f"; restart to apply [{'], ['.join(report.restart_required)}]"
-                if report.restart_required
-                else "",
-            )
-            return report
+        await self.watch(touched)
+        for name in summary.removed:
+            self.unwatch(name)
+        report = ReloadReport(new, summary, restart_required(self._started_with, new))
+        self.config = new
+        self.on_config(new)
+        log.info(
+            "config %s reloaded: %s%s",
+            path,
+            describe(summary),
+            f"; restart to apply [{'], ['.join(report.restart_required)}]"
+            if report.restart_required
+            else "",
+        )
+        return report
 
 
 def describe(summary: ReconcileSummary) -> str:

@@ -65,11 +65,13 @@ EX_CONFIG = 78
 @app.command("run")
 def run(config: ConfigOpt) -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT."""
+    from schedd import heap
     from schedd.clock import SystemClock
     from schedd.config import load_config
     from schedd.daemon import serve
     from schedd.logs import setup_logging
 
+    heap.hold()  # until READY: collections while the config is parsed would double the time
     try:
         cfg = load_config(config)
     except ConfigError as exc:
@@ -78,8 +80,10 @@ def run(config: ConfigOpt) -> None:
         # five times into the same broken file.
         raise typer.Exit(EX_CONFIG) from None
     setup_logging(cfg.logging.level, cfg.logging.format)
+    daemon = serve(cfg, SystemClock())
+    del cfg  # the daemon keeps the config without its schedules once they are stored
     try:
-        asyncio.run(serve(cfg, SystemClock()))
+        asyncio.run(daemon)
     except ScheddError as exc:
         typer.echo(f"schedd: {exc}", err=True)
         raise typer.Exit(exitcodes.for_error(exc)) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -144,3 +144,11 @@ class Config:
     schedules: tuple[model.ScheduleSpec, ...]
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     catchup: CatchupSettings = field(default_factory=CatchupSettings)
+
+    def settled(self) -> Config:
+        """This config without its schedules: what the daemon keeps once they are in the store.
+
+        Parsed specs are most of a big deployment's memory (a 100 000-schedule file: 220 MB of
+        them, against 35 MB for the rest of the daemon), and nothing reads them after reconcile:
+        the store is the truth and the dispatcher reads it."""
+        return replace(self, schedules=())

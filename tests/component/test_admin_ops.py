@@ -3,6 +3,8 @@ call them, driven through ``AdminOps.handle`` over a real SQLite store on a fake
 
 from __future__ import annotations
 
+import gc
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +273,26 @@ async def test_reload_reports_what_changed_and_keeps_a_bad_file_out(
     # Still running the [workers] it started with, and [lanes.bulk] is gone from the file:
     # both are a restart away.
     assert report["restart_required"] == ["workers", "lanes"]
+
+
+async def test_a_reload_keeps_no_parsed_schedules_and_leaves_cycle_collection_on(
+    ops: Ops, tmp_path: Path
+) -> None:
+    """The store holds the schedules; holding their parsed specs too would be most of a big
+    deployment's memory, and collection is paused only while the file is parsed."""
+    config = tmp_path / "schedd.toml"
+    config.write_text(CONFIG + '\n[schedules.new]\nevery = "5m"\ncommand = ["/bin/true"]\n')
+    await ops("reload")
+    held = ops.ops.v.reloader.config
+    assert held.schedules == ()
+    assert held.sha256 == hashlib.sha256(config.read_bytes()).hexdigest()
+    assert (await ops("schedules.show", name="new"))["trigger"]["every_ms"] == 300_000
+    assert gc.isenabled()
+
+    config.write_text("[schedules.broken\n")
+    with pytest.raises(ConfigError):
+        await ops("reload")
+    assert gc.isenabled(), "a failed reload resumes collection too"
 
 
 # --- permissions ------------------------------------------------------------------------------
