@@ -136,7 +136,15 @@ async def _run(
         max_ready=config.dispatch.max_ready,
         catchup=config.catchup,
     )
-    dispatcher = Dispatcher(store, timer, runner, events, clock, horizon_ms=config.store.horizon_ms)
+    dispatcher = Dispatcher(
+        store,
+        timer,
+        runner,
+        events,
+        clock,
+        horizon_ms=config.store.horizon_ms,
+        urgent_lanes=frozenset(name for name, lane in config.lanes.items() if lane.reserved),
+    )
     attempts.on_retry = dispatcher.retry_scheduled
     resumed = await _resume(store, runner)
     reloader = Reloader(config, store, dispatcher, clock)
@@ -254,7 +262,7 @@ def _telemetry(
     """Metrics and overdue detection, hooked to where runs end, batches commit and schedules
     change."""
     telemetry = Telemetry(
-        Metrics(),
+        Metrics(max_schedules=reloader.config.metrics.max_schedules),  # the start-up config
         OverdueWatch(clock, run_hook=hooks.overdue),
         store=store,
         runner=runner,

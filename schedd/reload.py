@@ -27,7 +27,6 @@ from schedd import heap
 from schedd.clock import Clock
 from schedd.config import Config, load_config
 from schedd.dispatcher import Dispatcher
-from schedd.model import PythonTask
 from schedd.planner import initial_marks
 from schedd.store.contract import Store
 from schedd.store.records import ReconcileSummary, ScheduleRecord
@@ -94,11 +93,7 @@ class Reloader:
             await self._store.get_schedule(name) for name in (*summary.added, *summary.changed)
         ]
         for rec in touched:
-            self._dispatcher.schedule_moved(
-                rec.id,
-                None if rec.paused else rec.next_due_ms,
-                is_python=isinstance(rec.spec.task, PythonTask),
-            )
+            self._dispatcher.schedule_moved(rec)
         await self.watch(touched)
         for name in summary.removed:
             self.unwatch(name)

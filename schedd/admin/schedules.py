@@ -26,7 +26,7 @@ from schedd.admin.views import bool_arg, firing_json, key_arg, schedule_json, st
 from schedd.config.api import api_schedule
 from schedd.errors import Conflict, InvalidArgument
 from schedd.keys import firing_key, format_instant
-from schedd.model import FiringState, PythonTask, Source, policies_to_json, task_to_json
+from schedd.model import FiringState, Source, policies_to_json, task_to_json
 from schedd.planner import initial_marks
 from schedd.store.records import NewFiring, ScheduleRecord
 from schedd.triggers import make_trigger
@@ -57,7 +57,7 @@ async def add(ops: AdminOps, args: Mapping[str, Any]) -> Any:
         paused=bool_arg(args, "paused", False),
         now_ms=now,
     )
-    _rearm(v, rec)
+    v.dispatcher.schedule_moved(rec)
     await v.telemetry.watch([rec])
     return full_json(rec)
 
@@ -72,7 +72,7 @@ async def remove(ops: AdminOps, args: Mapping[str, Any]) -> Any:
             " [schedules] table there and run `schedctl reload`"
         )
     await v.store.remove_schedule(name)
-    v.dispatcher.schedule_moved(rec.id, None, is_python=False)
+    v.dispatcher.schedule_removed(rec.id)
     v.telemetry.unwatch(name)
     return {"removed": name}
 
@@ -165,13 +165,5 @@ def _firing(
 
 async def _set_paused(v: DaemonView, name: str, paused: bool) -> Any:
     rec = await v.store.set_paused(name, paused, v.clock.wall_ms())
-    _rearm(v, rec)
+    v.dispatcher.schedule_moved(rec)
     return schedule_json(rec)
-
-
-def _rearm(v: DaemonView, rec: ScheduleRecord) -> None:
-    v.dispatcher.schedule_moved(
-        rec.id,
-        None if rec.paused else rec.next_due_ms,
-        is_python=isinstance(rec.spec.task, PythonTask),
-    )

@@ -93,10 +93,11 @@ class Store(Protocol):
 
     async def due_schedules(
         self, *, after: tuple[int, int] | None, until_ms: int, limit: int
-    ) -> list[tuple[int, int, bool]]:
-        """``(next_due_ms, schedule_id, is_python)`` of unpaused schedules due by ``until_ms``,
-        ascending, strictly after the ``after`` cursor (a previous page's first two fields).
-        ``is_python`` says the schedule runs a Python task (the pool pre-scales for those)."""
+    ) -> list[tuple[int, int, bool, str]]:
+        """``(next_due_ms, schedule_id, is_python, lane)`` of unpaused schedules due by
+        ``until_ms``, ascending, strictly after the ``after`` cursor (a previous page's first
+        two fields). ``is_python`` says the schedule runs a Python task (the pool pre-scales
+        for those); the lane says whether it is committed ahead of the rest of a pulse."""
 
     async def dispatch(self, schedule_ids: Sequence[int], planner: Planner) -> list[Ticket]:
         """Apply ``planner`` to each schedule and store its plan, all in one transaction.

@@ -326,16 +326,17 @@ class SchedulesMixin(StoreMixin):
 
     async def due_schedules(
         self, *, after: tuple[int, int] | None, until_ms: int, limit: int
-    ) -> list[tuple[int, int, bool]]:
+    ) -> list[tuple[int, int, bool, str]]:
         due, sid = after if after is not None else (-(2**62), -1)
         rows = await self._read(
-            "SELECT next_due_ms, id, task_kind = 'python' FROM schedules"
+            "SELECT next_due_ms, id, task_kind = 'python', json_extract(rule, '$.lane')"
+            " FROM schedules"
             " WHERE next_due_ms IS NOT NULL AND paused = 0"
             " AND (next_due_ms, id) > (?, ?) AND next_due_ms <= ?"
             " ORDER BY next_due_ms, id LIMIT ?",
             (due, sid, until_ms, limit),
         )
-        return [(int(r[0]), int(r[1]), bool(r[2])) for r in rows]
+        return [(int(r[0]), int(r[1]), bool(r[2]), str(r[3])) for r in rows]
 
     async def dispatch(self, schedule_ids: Sequence[int], planner: Planner) -> list[Ticket]:
         async def unit(conn: aiosqlite.Connection) -> list[Ticket]:

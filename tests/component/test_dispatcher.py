@@ -67,7 +67,9 @@ class Harness:
         return [t.key for t, wall in self.runner.fired if wall < t.scheduled_for_ms]
 
 
-async def start(clock: FakeClock, path: Path, *specs: ScheduleSpec) -> Harness:
+async def start(
+    clock: FakeClock, path: Path, *specs: ScheduleSpec, urgent_lanes: frozenset[str] = frozenset()
+) -> Harness:
     store = SqliteStore(path)
     await store.open()
     now = clock.wall_ms()
@@ -75,7 +77,9 @@ async def start(clock: FakeClock, path: Path, *specs: ScheduleSpec) -> Harness:
     runner = Recorder(clock)
     # Waiters sleep on the real clock, so they are no sleepers on the fake one (``settled``).
     events = FiringEvents(SystemClock())
-    dispatcher = Dispatcher(store, Timer(clock), runner, events, clock, horizon_ms=60_000)
+    dispatcher = Dispatcher(
+        store, Timer(clock), runner, events, clock, horizon_ms=60_000, urgent_lanes=urgent_lanes
+    )
     clock.unsettle()
     task = asyncio.create_task(dispatcher.run())
     await clock.settled()
@@ -245,6 +249,42 @@ async def test_a_schedule_due_during_a_long_pulse_waits_for_one_batch_not_the_pu
         keys = [k.split("@")[0] for k in h.runner.fired_keys()]
         assert "urgent" in keys[3:6], f"committed in the batch after the first: {keys}"
         assert sorted(keys) == sorted([*(s.name for s in bulk), "urgent"])
+        assert h.early() == []
+    finally:
+        await stop(h)
+
+
+@pytest.mark.parametrize("offset_ms", [0, 50], ids=["due-with-the-pulse", "due-during-it"])
+async def test_an_urgent_lanes_schedule_is_committed_alone_ahead_of_a_pulse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offset_ms: int
+) -> None:
+    """A lane with reserved slots is latency-sensitive: its schedule does not wait for (nor
+    share a transaction with) bulk schedules due with it, only for a transaction in progress."""
+    monkeypatch.setattr(dispatcher_module, "BATCH", 3)
+    due = T0 + EVERY
+    bulk = [ScheduleSpec(f"bulk-{i}", OnceSpec(due), CommandTask(("true",))) for i in range(9)]
+    critical = ScheduleSpec(
+        "critical", OnceSpec(due + offset_ms), CommandTask(("true",)), lane="critical"
+    )
+    # The critical schedule is stored last: by id it would be the pulse's last.
+    clock = FakeClock(wall_ms=T0)
+    h = await start(clock, tmp_path / "s.db", *bulk, critical, urgent_lanes=frozenset({"critical"}))
+    try:
+        batches: list[int] = []
+        h.dispatcher.on_committed = batches.append
+        submit = h.runner.submit
+
+        def slow_submit(ticket: Ticket) -> None:
+            submit(ticket)
+            h.clock.elapse(20)  # each committed firing costs 20 ms, as a slow commit would
+
+        monkeypatch.setattr(h.runner, "submit", slow_submit)
+        await h.advance(EVERY)
+        keys = [k.split("@")[0] for k in h.runner.fired_keys()]
+        if offset_ms == 0:
+            assert (keys[0], batches) == ("critical", [1, 3, 3, 3]), (keys, batches)
+        else:  # due while the first batch commits: right after it
+            assert (keys[3], batches) == ("critical", [3, 1, 3, 3]), (keys, batches)
         assert h.early() == []
     finally:
         await stop(h)

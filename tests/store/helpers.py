@@ -44,7 +44,7 @@ def fire_at(occ: int, hw: int | None = None) -> Planner:
 
 
 async def ids(store: SqliteStore) -> list[int]:
-    return [sid for _, sid, _ in await store.due_schedules(after=None, until_ms=2**62, limit=100)]
+    return [row[1] for row in await store.due_schedules(after=None, until_ms=2**62, limit=100)]
 
 
 async def run_once(

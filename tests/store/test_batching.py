@@ -30,7 +30,7 @@ def once(name: str, argv: tuple[str, ...] = ("true",)) -> ScheduleSpec:
 
 async def all_ids(store: SqliteStore) -> list[int]:
     rows = await store.due_schedules(after=None, until_ms=2**62, limit=10 * N)
-    return [sid for _, sid, _ in rows]
+    return [row[1] for row in rows]
 
 
 def rows(store: SqliteStore, sql: str) -> list[tuple[object, ...]]:

@@ -17,7 +17,9 @@ from schedd.errors import IllegalTransition, NotFound, Unavailable
 from schedd.model import (
     CommandTask,
     FiringState,
+    IntervalSpec,
     OnceSpec,
+    PythonTask,
     ScheduleSpec,
 )
 from schedd.store.records import (
@@ -281,6 +283,15 @@ async def test_one_shot_schedule_without_next_is_never_due(store: SqliteStore) -
     one = ScheduleSpec(name="once", trigger=OnceSpec(T0), task=CommandTask(("true",)))
     await store.reconcile([one], initial=lambda s, hw: (None, None), now_ms=T0)
     assert await ids(store) == []
+
+
+async def test_the_due_index_says_each_schedules_task_kind_and_lane(store: SqliteStore) -> None:
+    """The dispatcher pre-scales for Python tasks and commits urgent lanes first, from the loader
+    alone (no payload or rule decoded)."""
+    py = ScheduleSpec("py", IntervalSpec(10_000), PythonTask("os:getpid"), lane="critical")
+    await add(store, spec("cmd"), py)
+    rows = await store.due_schedules(after=None, until_ms=2**62, limit=10)
+    assert [(r[2], r[3]) for r in rows] == [(False, "default"), (True, "critical")]
 
 
 async def test_a_store_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
