@@ -57,6 +57,8 @@ METRICS: Schema = {
     "listen": Key("listen", c.listen_address),
     "textfile": Key("textfile", c.prom_file),
     "textfile_interval": Key("textfile_interval_ms", c.duration()),
+    # 0 is allowed: no schedule gets series of its own, every event counts under "@other".
+    "max_schedules": Key("max_schedules", c.integer(0)),
 }
 HEARTBEAT: Schema = {
     "url": Key("url", c.http_url),

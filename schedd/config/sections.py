@@ -96,6 +96,8 @@ class MetricsConfig:
     #: A node_exporter textfile-collector file, rewritten atomically every interval.
     textfile: Path | None = None
     textfile_interval_ms: int = 15_000
+    #: Distinct schedules with series of their own; later ones share ``schedule="@other"``.
+    max_schedules: int = 1000
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ def test_minimal_config_gets_every_default() -> None:
     assert config.workers.output_tail_bytes == 64 * 1024
     assert "PATH" in config.workers.env_allow
     assert config.logging.level == "info"
+    assert config.metrics.max_schedules == 1000
     assert config.defaults.policies == model.Policies()
     assert (config.defaults.jitter_ms, config.defaults.timezone) == (None, "UTC")
     assert config.defaults.max_payload_bytes == DEFAULT_MAX_PAYLOAD
@@ -136,6 +137,8 @@ max_failure_ratio = 0.25
 window = 8
 [logging]
 level = "debug"
+[metrics]
+max_schedules = 50
 [defaults]
 misfire = "skip"
 misfire_grace = "5m"
@@ -185,6 +188,7 @@ core = "1MiB"
         rate=2.5, min_rate=1, max_rate=50, step=0.5, max_failure_ratio=0.25, window=8
     )
     assert config.logging.level == "debug"
+    assert config.metrics.max_schedules == 50
     assert config.defaults.policies == model.Policies(
         misfire=model.Misfire.SKIP,
         misfire_grace_ms=300_000,
@@ -371,6 +375,9 @@ def test_missing_state_dir_is_required() -> None:
         ('[admin]\nmax_request_size = "10B"\n', "admin.max_request_size", "at least 1024 bytes"),
         ('[admin]\ngroup = ""\n', "admin.group", "non-empty string"),
         ("[dispatch]\nmax_ready = 0\n", "dispatch.max_ready", "integer >= 1, got 0"),
+        ("[metrics]\nmax_schedules = -1\n", "metrics.max_schedules", "integer >= 0, got -1"),
+        ('[metrics]\nmax_schedules = "100"\n', "metrics.max_schedules", 'integer >= 0, got "100"'),
+        ("[metrics]\nmax_schedules = 1.5\n", "metrics.max_schedules", "integer >= 0, got 1.5"),
         ("[catchup]\nrate = 0\n", "catchup.rate", "expected a number > 0, got 0"),
         ('[catchup]\nrate = "10/s"\n', "catchup.rate", 'a number > 0, got "10/s"'),
         ("[catchup]\nrate = inf\n", "catchup.rate", "a number > 0, got inf"),
@@ -391,6 +398,10 @@ def test_wrong_type_or_range_names_the_key(body: str, key: str, msg: str) -> Non
     found_key, found_msg = only_problem(body)
     assert found_key == key
     assert msg in found_msg
+
+
+def test_zero_max_schedules_is_allowed() -> None:
+    assert parse("[metrics]\nmax_schedules = 0\n").metrics.max_schedules == 0
 
 
 @pytest.mark.parametrize("mode", ["660", '"0999"', '"rw-rw----"', '"06600"', '"0o660"'])

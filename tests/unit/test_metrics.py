@@ -3,6 +3,7 @@ and checks families, labels, values and histogram buckets."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import sys
@@ -15,7 +16,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from schedd import __version__
-from schedd.metrics import Gauges, LaneGauge, Metrics
+from schedd.metrics import OTHER, Gauges, LaneGauge, Metrics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
@@ -117,6 +118,65 @@ def test_retries_crashes_and_quarantines_count_per_schedule() -> None:
     assert value(m, "schedd_retries_total", schedule="hourly") is None
     assert value(m, "schedd_crashes_total", schedule="hourly") == 1
     assert value(m, "schedd_quarantined_total", schedule="hourly") == 1
+
+
+def schedules_with_series(m: Metrics) -> set[str]:
+    return {s.labels["schedule"] for s in scrape(m)["schedd_runs"].samples}
+
+
+def test_schedules_beyond_the_cap_share_the_other_label(caplog: pytest.LogCaptureFixture) -> None:
+    m = Metrics(max_schedules=2)
+    with caplog.at_level(logging.WARNING, logger="schedd.metrics"):
+        for schedule in ("nightly", "hourly", "pulse-1", "pulse-2", "nightly"):
+            m.run_started(schedule, 10)
+            m.run_finished(schedule, "failed", 20, 1_767_225_600_000)
+            m.retried(schedule)
+    assert schedules_with_series(m) == {"nightly", "hourly", OTHER}
+    assert value(m, "schedd_runs_total", schedule="nightly", outcome="failed") == 2
+    assert value(m, "schedd_runs_total", schedule=OTHER, outcome="failed") == 2
+    assert value(m, "schedd_run_lateness_seconds_count", schedule=OTHER) == 2
+    assert value(m, "schedd_retries_total", schedule=OTHER) == 2
+    assert value(m, "schedd_retries_total", schedule="pulse-1") is None
+    assert value(m, "schedd_metrics_folded_events_total") == 6
+    [warning] = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert "[metrics] max_schedules = 2 reached" in warning.getMessage()
+    assert '"pulse-1"' in warning.getMessage()
+
+
+def test_other_keeps_the_latest_success_of_the_folded_schedules() -> None:
+    m = Metrics(max_schedules=1)
+    m.run_finished("nightly", "succeeded", 10, 1_767_225_000_000)
+    m.run_finished("pulse-1", "succeeded", 10, 1_767_225_600_000)
+    m.run_finished("pulse-2", "failed", 10, 1_767_225_700_000)
+    m.run_finished("pulse-3", "succeeded", 10, 1_767_225_900_000)
+    assert value(m, "schedd_last_success_timestamp_seconds", schedule="nightly") == 1_767_225_000
+    assert value(m, "schedd_last_success_timestamp_seconds", schedule=OTHER) == 1_767_225_900
+
+
+def test_zero_max_schedules_folds_every_schedule_but_not_adhoc_firings() -> None:
+    m = Metrics(max_schedules=0)
+    for schedule in ("nightly", "hourly", "@submit"):
+        m.run_finished(schedule, "succeeded", 10, 1_767_225_600_000)
+    m.crashed("nightly")
+    m.quarantined("hourly")
+    assert schedules_with_series(m) == {OTHER, "@submit"}
+    assert value(m, "schedd_runs_total", schedule=OTHER, outcome="succeeded") == 2
+    assert value(m, "schedd_crashes_total", schedule=OTHER) == 1
+    assert value(m, "schedd_quarantined_total", schedule=OTHER) == 1
+    assert value(m, "schedd_metrics_folded_events_total") == 4
+
+
+def test_nothing_is_folded_below_the_cap() -> None:
+    m = Metrics(max_schedules=3)
+    for schedule in ("a", "b", "c", "a"):
+        m.run_started(schedule, 1)
+    assert value(m, "schedd_metrics_folded_events_total") == 0
+    assert {s.labels["schedule"] for s in scrape(m)["schedd_run_lateness_seconds"].samples} == {
+        "a",
+        "b",
+        "c",
+    }
 
 
 def test_heartbeat_outcomes_exist_from_the_start() -> None:
