@@ -57,7 +57,7 @@ REFILL = ("refill",)
 #: Rows per loader page: each page is its own short read.
 PAGE = 5000
 #: Due schedules per write-ahead transaction.
-BATCH = 1000
+BATCH = 500
 #: After a failed commit, due handles are retried this much later.
 RETRY_MS = 1000
 #: How far ahead Python firings count towards pre-scaling the worker pool.
