@@ -78,3 +78,27 @@ class FakeClock:
     def next_deadline(self) -> int | None:
         live = [d for d, _, f in self._sleepers if not f.done()]
         return min(live) if live else None
+
+
+class Gates:
+    """Per-firing gates that the tests' stand-ins for attempts hold a run behind until the
+    test opens them, so which firing holds a slot, and for how long, is the test's choice."""
+
+    def __init__(self) -> None:
+        self._gates: dict[int, asyncio.Event] = {}
+
+    async def wait(self, firing_id: int) -> None:
+        await self._gate(firing_id).wait()
+
+    def open(self, firing_id: int) -> None:
+        self._gate(firing_id).set()
+
+    def open_all(self) -> None:
+        for gate in self._gates.values():
+            gate.set()
+
+    def is_open(self, firing_id: int) -> bool:
+        return self._gate(firing_id).is_set()
+
+    def _gate(self, firing_id: int) -> asyncio.Event:
+        return self._gates.setdefault(firing_id, asyncio.Event())

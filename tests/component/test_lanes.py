@@ -34,7 +34,7 @@ from schedd.planner import initial_marks
 from schedd.runner import Runner
 from schedd.store.records import FiringRecord, NewFiring, Ticket
 from schedd.store.sqlite import SqliteStore
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, Gates
 
 T0 = 1_767_225_600_000
 GRACE = 1_000
@@ -50,20 +50,20 @@ class HeldAttempts:
     #: Set at each start and end, and by the runner's own firing events (a skip): what
     #: :meth:`Bench.eventually` wakes on.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _gates: dict[int, asyncio.Event] = field(default_factory=dict)
+    gates: Gates = field(default_factory=Gates)
 
     async def run(self, ticket: Ticket, payload: RunPayload, stop: object) -> None:
         self.starts.append(ticket)
         self.changed.set()
-        await self._gates.setdefault(ticket.firing_id, asyncio.Event()).wait()
+        await self.gates.wait(ticket.firing_id)
         self.ended += 1
         self.changed.set()
 
     def release(self, ticket: Ticket) -> None:
-        self._gates.setdefault(ticket.firing_id, asyncio.Event()).set()
+        self.gates.open(ticket.firing_id)
 
     def running(self) -> list[Ticket]:
-        return [t for t in self.starts if not self._gates[t.firing_id].is_set()]
+        return [t for t in self.starts if not self.gates.is_open(t.firing_id)]
 
     @property
     def started(self) -> int:

@@ -33,7 +33,7 @@ from schedd.runner import Runner
 from schedd.store.records import NewFiring, Ticket
 from schedd.store.sqlite import SqliteStore
 from schedd.timer import Timer
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, Gates
 
 T0 = 1_767_225_600_000
 TASK = CommandTask(("/bin/true",))
@@ -63,7 +63,7 @@ class StoreAttempts:
     on_start: Callable[[], None] = lambda: None
     starts: list[Started] = field(default_factory=list)
     ended: int = 0
-    _gates: dict[int, asyncio.Event] = field(default_factory=dict)
+    gates: Gates = field(default_factory=Gates)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def run(self, ticket: Ticket, payload: RunPayload, stop: object) -> RunOutcome:
@@ -75,7 +75,7 @@ class StoreAttempts:
         )
         await self._notify()
         if self.gated:
-            await self._gates.setdefault(ticket.firing_id, asyncio.Event()).wait()
+            await self.gates.wait(ticket.firing_id)
         final = (
             FiringState.SUCCEEDED if self.outcome is RunOutcome.SUCCEEDED else FiringState.FAILED
         )
@@ -88,8 +88,7 @@ class StoreAttempts:
 
     def release_all(self) -> None:
         self.gated = False
-        for gate in self._gates.values():
-            gate.set()
+        self.gates.open_all()
 
     async def until(self, check: Callable[[], bool], what: str) -> None:
         """Wait, woken by each start and end, until ``check`` holds."""
