@@ -14,6 +14,14 @@ does, the same for command and Python tasks:
    retry, or announce the quarantine (a warning naming schedule, key and reason, and the
    ``on_quarantine`` hook).
 
+Step 4 happens *after* :meth:`Attempts.run` returns, so the slot is free while the end commits:
+the start is the write-ahead record (a run is never sent to a process before its row is
+durable), but nothing waits on the end, and holding the slot for it put a second commit on every
+run's path (half the end-to-end rate). A crash before the end commits leaves the firing
+``running``, and recovery re-runs it with attempt + 1: the at-least-once suffix DESIGN §2 allows.
+Retries and quarantine are announced only once the end is stored. :meth:`Attempts.settle`
+waits for these commits at shutdown.
+
 The retry's random draw is injected so tests can assert exact retry times.
 """
 
@@ -33,7 +41,7 @@ from schedd.keys import format_instant
 from schedd.logs import Event
 from schedd.model import CommandTask, FiringState, PythonTask, RunOutcome
 from schedd.payload import RunPayload
-from schedd.policies import BUDGET_EXHAUSTED, after_run
+from schedd.policies import BUDGET_EXHAUSTED, Verdict, after_run
 from schedd.ratelimit import Budgets
 from schedd.spawnlog import SpawnJournal
 from schedd.store.contract import Store
@@ -102,13 +110,15 @@ class Attempts:
         #: Set by the daemon: spawns recorded before their run row exists (crash safety).
         self.journal: SpawnJournal | None = None
         self._rand = rand
+        #: Ended runs whose record is being committed; the slot is already free (see ``run``).
+        self._recording: set[asyncio.Task[None]] = set()
         self.started = 0
         self.finished = 0
 
     async def run(
         self, ticket: Ticket, payload: RunPayload, stop: asyncio.Future[str] | None
     ) -> RunOutcome:
-        """Run the attempt to its stored end; the run's outcome."""
+        """Run the attempt; its outcome once the task has ended (its end is stored behind)."""
         firing_vars = {
             "SCHEDD_IDEMPOTENCY_KEY": ticket.key,
             "SCHEDD_SCHEDULED_FOR": format_instant(ticket.scheduled_for_ms),
@@ -148,9 +158,15 @@ class Attempts:
         result = await self._execute(payload, firing_vars, on_spawn, stop)
         if run_id is None:  # it never started (spawn failed): record the attempt anyway
             run_id = await self._store.start_run(ticket, None, self._clock.wall_ms())
-        state = await self._record(ticket, payload, run_id, result, firing_vars)
+        finish, verdict = self._judge(ticket, payload, run_id, result)
+        record = asyncio.create_task(
+            self._record(ticket, payload, finish, verdict, firing_vars),
+            name=f"schedd-record-{ticket.key}",
+        )
+        self._recording.add(record)
+        record.add_done_callback(self._recorded)
         duration = self._clock.monotonic_ms() - started
-        self.observer.run_finished(ticket, result.outcome, state, duration)
+        self.observer.run_finished(ticket, result.outcome, verdict.state, duration)
         log.log(
             logging.INFO if result.outcome is RunOutcome.SUCCEEDED else logging.WARNING,
             "run finished: schedule=%s key=%s attempt=%d outcome=%s duration_ms=%d%s",
@@ -168,6 +184,16 @@ class Attempts:
             ),
         )
         return result.outcome
+
+    async def settle(self) -> None:
+        """Wait until every ended run's record is committed (shutdown, before the store closes)."""
+        while self._recording:
+            await asyncio.wait(set(self._recording))
+
+    def _recorded(self, record: asyncio.Task[None]) -> None:
+        self._recording.discard(record)
+        if not record.cancelled() and (exc := record.exception()) is not None:
+            log.error("storing the end of a run failed: %s", exc, exc_info=exc)
 
     async def _execute(
         self,
@@ -212,15 +238,10 @@ class Attempts:
             request, self._clock, on_spawn=on_spawn, launcher=self._launcher, stop=stop
         )
 
-    async def _record(
-        self,
-        ticket: Ticket,
-        payload: RunPayload,
-        run_id: int,
-        result: RunResult,
-        firing_vars: dict[str, str],
-    ) -> FiringState:
-        """Store the run's end and its firing's next state; announce retries and quarantine."""
+    def _judge(
+        self, ticket: Ticket, payload: RunPayload, run_id: int, result: RunResult
+    ) -> tuple[RunFinish, Verdict]:
+        """The run's stored end and its firing's next state (pure: nothing is stored yet)."""
         crashed = result.outcome is RunOutcome.CRASH
         verdict = after_run(
             result.outcome,
@@ -235,25 +256,36 @@ class Attempts:
         # ``retry_budget_exhausted`` stays bare: scripts match on it; the run has its reason.
         if firing_reason not in (None, BUDGET_EXHAUSTED) and result.reason:
             firing_reason = f"{firing_reason}; last: {result.reason}"
-        await failpoints.hit("after_run_before_result")
-        await self._store.finish_run(
-            RunFinish(
-                run_id=run_id,
-                firing_id=ticket.firing_id,
-                outcome=result.outcome.value,
-                firing_state=verdict.state,
-                ended_ms=self._clock.wall_ms(),
-                exit_code=result.exit_code,
-                signal=result.signal,
-                reason=result.reason,
-                output=result.output,
-                output_bytes=len(result.output),
-                output_truncated=result.output_truncated,
-                crashed=crashed,
-                retry_at_ms=verdict.retry_at_ms,
-                firing_reason=firing_reason,
-            )
+        finish = RunFinish(
+            run_id=run_id,
+            firing_id=ticket.firing_id,
+            outcome=result.outcome.value,
+            firing_state=verdict.state,
+            ended_ms=self._clock.wall_ms(),
+            exit_code=result.exit_code,
+            signal=result.signal,
+            reason=result.reason,
+            output=result.output,
+            output_bytes=len(result.output),
+            output_truncated=result.output_truncated,
+            crashed=crashed,
+            retry_at_ms=verdict.retry_at_ms,
+            firing_reason=firing_reason,
         )
+        return finish, verdict
+
+    async def _record(
+        self,
+        ticket: Ticket,
+        payload: RunPayload,
+        finish: RunFinish,
+        verdict: Verdict,
+        firing_vars: dict[str, str],
+    ) -> None:
+        """Store the run's end and its firing's next state; then announce retries and
+        quarantine, which must not happen for an end that was never stored."""
+        await failpoints.hit("after_run_before_result")
+        await self._store.finish_run(finish)
         self.finished += 1
         self._events.changed(ticket.key, ticket.schedule)
         if verdict.state is FiringState.FAILED:
@@ -268,7 +300,7 @@ class Attempts:
             )
             self.on_retry(ticket.firing_id, verdict.retry_at_ms)
         elif verdict.state is FiringState.QUARANTINED:
-            reason = firing_reason or "quarantined"
+            reason = finish.firing_reason or "quarantined"
             log.warning(
                 "quarantined: schedule=%s key=%s reason=%r (schedctl dlq show %d)",
                 ticket.schedule,
@@ -282,7 +314,6 @@ class Attempts:
                 self._hooks.quarantined(
                     hook, firing_vars, firing_id=ticket.firing_id, reason=reason
                 )
-        return verdict.state
 
 
 def _event(

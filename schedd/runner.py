@@ -192,6 +192,7 @@ class Runner:
         for run in left:
             run.cancel()
         await asyncio.gather(*left, return_exceptions=True)
+        await self._attempts.settle()
 
     # --- the work -----------------------------------------------------------------------------
 

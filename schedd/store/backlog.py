@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
 from schedd.errors import InvalidArgument
 from schedd.model import FiringState
 from schedd.store.base import StoreMixin
@@ -29,6 +27,7 @@ from schedd.store.records import (
     Removal,
 )
 from schedd.store.rows import OPEN_SQL, marks, transition_all
+from schedd.store.writer import Conn
 
 #: The states an operator may remove firings from: never ``running`` (its process is live).
 REMOVABLE = frozenset({FiringState.SCHEDULED, FiringState.COMMITTED, FiringState.FAILED})
@@ -107,7 +106,7 @@ class BacklogMixin(StoreMixin):
             )
             args = [*args, match, *args, match]
 
-        async def unit(conn: aiosqlite.Connection) -> Removal:
+        async def unit(conn: Conn) -> Removal:
             [(matched,)] = await conn.execute_fetchall(
                 f"SELECT count(*) FROM firings WHERE {where}", args
             )

@@ -2,7 +2,7 @@
 
 :class:`~schedd.store.sqlite.SqliteStore` owns the connections; each mixin (schedules, intake,
 firings, backlog) holds one part of the contract and reaches the database only through these
-two methods, so no mixin can bypass the group-committing writer or write on the reader.
+methods, so no mixin can bypass the group-committing writer or write on the reader.
 """
 
 from __future__ import annotations
@@ -10,16 +10,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import aiosqlite
+from schedd.store.writer import Conn
 
 T = TypeVar("T")
 
 
 class StoreMixin:
-    async def _write(self, unit: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _write(self, unit: Callable[[Conn], Awaitable[T]]) -> T:
         """Run ``unit`` in the next group-committed write transaction."""
         raise NotImplementedError
 
     async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """One query on the read-only connection, as its own short transaction."""
+        raise NotImplementedError
+
+    def _peek(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """One lookup by primary key, run inline on the loop's thread: microseconds of SQLite
+        against a thread round trip for :meth:`_read`. Never a scan: it blocks the loop."""
         raise NotImplementedError

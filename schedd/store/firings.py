@@ -22,8 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
 from schedd.errors import IllegalTransition, InvalidArgument, NotFound
 from schedd.model import FiringState
 from schedd.store.base import StoreMixin
@@ -37,6 +35,7 @@ from schedd.store.records import (
     Ticket,
 )
 from schedd.store.rows import FIRING_COLS, RUN_COLS, chunks, firing_row, marks, run_row, transition
+from schedd.store.writer import Conn
 
 #: The dead-letter states (``schedctl dlq``).
 DLQ_STATES = (FiringState.DEAD, FiringState.QUARANTINED)
@@ -50,7 +49,8 @@ class FiringsMixin(StoreMixin):
     # --- payloads -------------------------------------------------------------------------
 
     async def load_payload(self, payload_id: int) -> str:
-        rows = await self._read("SELECT body FROM payloads WHERE id = ?", (payload_id,))
+        # Every run reads one: inline, the thread round trip of a read was most of its cost.
+        rows = self._peek("SELECT body FROM payloads WHERE id = ?", (payload_id,))
         if not rows:
             raise NotFound(f"payload id {payload_id} does not exist")
         return str(rows[0][0])
@@ -64,7 +64,7 @@ class FiringsMixin(StoreMixin):
         return firing_row(rows[0])
 
     async def start_run(self, ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
-        async def unit(conn: aiosqlite.Connection) -> int:
+        async def unit(conn: Conn) -> int:
             await transition(conn, ticket.firing_id, FiringState.RUNNING, now_ms=now_ms)
             [(run_id,)] = await conn.execute_fetchall(
                 "INSERT INTO runs (firing_id, schedule, attempt, state, pid, pgid, proc_start,"
@@ -84,7 +84,7 @@ class FiringsMixin(StoreMixin):
         return await self._write(unit)
 
     async def finish_run(self, finish: RunFinish) -> None:
-        async def unit(conn: aiosqlite.Connection) -> None:
+        async def unit(conn: Conn) -> None:
             ended = await conn.execute_fetchall(
                 "UPDATE runs SET state = ?, ended_ms = ?, exit_code = ?, signal = ?, reason = ?,"
                 " output = ?, output_bytes = ?, output_truncated = ?"
@@ -118,13 +118,13 @@ class FiringsMixin(StoreMixin):
     async def set_firing_state(
         self, firing_id: int, state: FiringState, *, reason: str | None, now_ms: int
     ) -> None:
-        async def unit(conn: aiosqlite.Connection) -> None:
+        async def unit(conn: Conn) -> None:
             await transition(conn, firing_id, state, now_ms=now_ms, reason=reason)
 
         await self._write(unit)
 
     async def recover(self, now_ms: int) -> list[RecoveredRun]:
-        async def unit(conn: aiosqlite.Connection) -> list[RecoveredRun]:
+        async def unit(conn: Conn) -> list[RecoveredRun]:
             rows = await conn.execute_fetchall(
                 "SELECT r.id, f.key, r.pid, r.pgid, r.proc_start FROM runs r"
                 " JOIN firings f ON f.id = r.firing_id WHERE r.state = 'running'"
@@ -230,7 +230,7 @@ class FiringsMixin(StoreMixin):
         return [(int(r[0]), int(r[1])) for r in rows]
 
     async def start_retries(self, firing_ids: Sequence[int], now_ms: int) -> RetryBatch:
-        async def unit(conn: aiosqlite.Connection) -> RetryBatch:
+        async def unit(conn: Conn) -> RetryBatch:
             tickets: list[Ticket] = []
             not_due: list[tuple[int, int]] = []
             for chunk in chunks(list(firing_ids)):
@@ -296,7 +296,7 @@ class FiringsMixin(StoreMixin):
         return [run_row(r, output=r[16]) for r in rows]
 
     async def requeue(self, firing_id: int, now_ms: int) -> Ticket:
-        async def unit(conn: aiosqlite.Connection) -> Ticket:
+        async def unit(conn: Conn) -> Ticket:
             rows = list(
                 await conn.execute_fetchall("SELECT state FROM firings WHERE id = ?", (firing_id,))
             )
@@ -330,7 +330,7 @@ class FiringsMixin(StoreMixin):
         if firing_ids is None and older_than_ms is None:
             raise InvalidArgument("purge needs firing ids or an age")
 
-        async def unit(conn: aiosqlite.Connection) -> int:
+        async def unit(conn: Conn) -> int:
             where, args = [f"state IN ({_DLQ_SQL})"], list[Any]()
             if firing_ids is not None:
                 where.append(f"id IN ({marks(len(firing_ids))})")

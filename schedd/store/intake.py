@@ -18,13 +18,12 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
-import aiosqlite
-
 from schedd.model import FiringState
 from schedd.payload import payload_digest
 from schedd.store.base import StoreMixin
 from schedd.store.records import FIRST_ATTEMPT, FiringRecord, NewFiring
 from schedd.store.rows import FIRING_COLS, chunks, firing_row, marks
+from schedd.store.writer import Conn
 
 _INSERT = (
     "INSERT INTO firings (key, schedule_id, schedule, scheduled_for_ms, due_ms, state,"
@@ -67,7 +66,7 @@ def _values(f: NewFiring) -> tuple[Any, ...]:
     )
 
 
-async def store_payloads(conn: aiosqlite.Connection, bodies: Sequence[str]) -> list[int]:
+async def store_payloads(conn: Conn, bodies: Sequence[str]) -> list[int]:
     """The id of the payload row holding each of ``bodies``, inserting the new ones.
 
     One statement per few thousand distinct bodies rather than two per body: reconcile stores
@@ -107,7 +106,7 @@ def _payload_chunks(payloads: list[_Payload]) -> Iterator[list[_Payload]]:
         yield run
 
 
-async def _by_key(conn: aiosqlite.Connection, keys: Sequence[str]) -> dict[str, FiringRecord]:
+async def _by_key(conn: Conn, keys: Sequence[str]) -> dict[str, FiringRecord]:
     found: dict[str, FiringRecord] = {}
     for chunk in chunks(keys):
         rows = await conn.execute_fetchall(
@@ -117,9 +116,7 @@ async def _by_key(conn: aiosqlite.Connection, keys: Sequence[str]) -> dict[str, 
     return found
 
 
-async def insert_fresh(
-    conn: aiosqlite.Connection, firings: Sequence[NewFiring]
-) -> list[int | None]:
+async def insert_fresh(conn: Conn, firings: Sequence[NewFiring]) -> list[int | None]:
     """Insert the firings whose key is new; for each, in input order, the id it was stored
     under, or ``None`` when its key was already stored or repeated earlier in ``firings``.
 
@@ -136,9 +133,7 @@ async def insert_fresh(
     return [created.pop(f.key, None) for f in firings]
 
 
-async def insert_new(
-    conn: aiosqlite.Connection, firings: Sequence[NewFiring]
-) -> list[tuple[FiringRecord, bool]]:
+async def insert_new(conn: Conn, firings: Sequence[NewFiring]) -> list[tuple[FiringRecord, bool]]:
     """Insert the firings whose key is new; ``(record, created)`` for each, in input order.
 
     A key already stored, or repeated earlier in ``firings``, keeps the first firing and
@@ -161,13 +156,13 @@ class IntakeMixin(StoreMixin):
         return found
 
     async def insert_firings(self, firings: Sequence[NewFiring]) -> list[tuple[FiringRecord, bool]]:
-        async def unit(conn: aiosqlite.Connection) -> list[tuple[FiringRecord, bool]]:
+        async def unit(conn: Conn) -> list[tuple[FiringRecord, bool]]:
             return await insert_new(conn, firings)
 
         return await self._write(unit)
 
     async def submit(self, firing: NewFiring, body: str) -> tuple[FiringRecord, bool]:
-        async def unit(conn: aiosqlite.Connection) -> tuple[FiringRecord, bool]:
+        async def unit(conn: Conn) -> tuple[FiringRecord, bool]:
             existing = await _by_key(conn, [firing.key])
             if firing.key in existing:
                 return existing[firing.key], False

@@ -10,18 +10,17 @@ never hands back a firing that already ran.
 
 from __future__ import annotations
 
-import aiosqlite
-
 from schedd.store.base import StoreMixin
 from schedd.store.records import FiringRecord, ReadySpan
 from schedd.store.rows import FIRING_COLS, firing_row
+from schedd.store.writer import Conn
 
 
 class ReadyMixin(StoreMixin):
     async def ready_page(
         self, *, lane: str, catchup: bool, first_id: int, last_id: int, limit: int
     ) -> list[FiringRecord]:
-        async def unit(conn: aiosqlite.Connection) -> list[FiringRecord]:
+        async def unit(conn: Conn) -> list[FiringRecord]:
             rows = await conn.execute_fetchall(
                 f"SELECT {FIRING_COLS} FROM firings WHERE state = 'committed' AND lane = ?"
                 " AND catchup = ? AND id BETWEEN ? AND ? ORDER BY id LIMIT ?",

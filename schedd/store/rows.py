@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import aiosqlite
-
 from schedd.errors import IllegalTransition, NotFound
 from schedd.model import (
     FINAL_STATES,
@@ -30,6 +28,7 @@ from schedd.model import (
 )
 from schedd.payload import decode_payload, encode_payload, payload_digest
 from schedd.store.records import FiringRecord, ProcessRef, RunRecord, ScheduleRecord
+from schedd.store.writer import Conn
 
 #: SQLite's default limit on bound parameters is 32766 on 3.32+; stay far below it.
 CHUNK = 500
@@ -182,7 +181,7 @@ _FROM_SQL = {
 
 
 async def transition(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     firing_id: int,
     new: FiringState,
     *,
@@ -219,7 +218,7 @@ def _illegal(key: str, old: FiringState, new: FiringState) -> IllegalTransition:
 
 
 async def transition_all(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     firing_ids: Sequence[int],
     new: FiringState,
     *,

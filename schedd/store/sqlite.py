@@ -1,9 +1,11 @@
-"""The SQLite store: WAL mode, one group-committing writer, one read-only reader.
+"""The SQLite store: WAL mode, one group-committing writer, two read-only readers.
 
-Why two connections: aiosqlite runs each connection's statements in order on its own thread, so
-an admin read on the writer would queue behind a 500 000-row commit. The reader is opened
-read-only (``mode=ro`` + ``query_only``) and runs every query as its own short transaction, which
-never pins the WAL long enough to starve a checkpoint. All writes go through
+Why separate readers: an admin read on the writer would queue behind a 500 000-row commit. The
+readers are opened read-only (``mode=ro`` + ``query_only``) and run every query as its own short
+transaction, which never pins the WAL long enough to starve a checkpoint. Queries go to
+aiosqlite's thread (``_read``), so a long listing runs off the loop; lookups by primary key
+(``_peek``: a run's payload) run inline on the loop, where they cost microseconds instead of a
+thread round trip. All writes go through
 :class:`~schedd.store.writer.GroupWriter` (see there for why only one connection writes).
 
 ``synchronous`` is FULL by default: a commit that returned survives power loss if the disk
@@ -35,11 +37,15 @@ from schedd.store.ready import ReadyMixin
 from schedd.store.records import StoreInfo
 from schedd.store.schedules import SchedulesMixin
 from schedd.store.schema import MIGRATIONS, SCHEMA_VERSION
-from schedd.store.writer import GroupWriter
+from schedd.store.writer import Conn, GroupWriter
 
 log = logging.getLogger("schedd.store")
 
 T = TypeVar("T")
+
+#: How long an inline lookup may wait on a lock (it blocks the loop meanwhile). In WAL mode a
+#: reader waits only while the WAL index is being rebuilt, which is rare and short.
+PEEK_BUSY_MS = 250
 
 
 class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin, ReadyMixin):
@@ -52,15 +58,15 @@ class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin, Ready
         self.path = path
         self.synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
-        self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
+        self._p: sqlite3.Connection | None = None
         self._writer: GroupWriter | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open both connections; on any failure close what was opened (a leaked aiosqlite
-        thread would keep the process from exiting)."""
+        """Open both connections; on any failure close what was opened (a leaked aiosqlite or
+        commit thread would keep the process from exiting)."""
         try:
             await self._open()
         except BaseException:
@@ -69,57 +75,60 @@ class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin, Ready
 
     async def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        w = await aiosqlite.connect(self.path, isolation_level=None)
-        self._w = w
-        await w.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        mode = await w.execute_fetchall("PRAGMA journal_mode = WAL")
-        if next(iter(mode))[0] != "wal":
+        # Opened, configured and migrated on the loop: nothing else runs before the store is
+        # open, and the writer then takes the connection over (see writer.py for its threads).
+        w = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._writer = GroupWriter(w)
+        w.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        [(mode,)] = w.execute("PRAGMA journal_mode = WAL").fetchall()
+        if mode != "wal":
             raise Unavailable(f"{self.path}: could not switch the store to WAL mode")
-        await w.execute(
-            f"PRAGMA synchronous = {'FULL' if self.synchronous == 'full' else 'NORMAL'}"
-        )
-        await w.execute("PRAGMA foreign_keys = ON")
-        await w.execute("PRAGMA journal_size_limit = 67108864")
-        await self._migrate(w)
+        w.execute(f"PRAGMA synchronous = {'FULL' if self.synchronous == 'full' else 'NORMAL'}")
+        w.execute("PRAGMA foreign_keys = ON")
+        w.execute("PRAGMA journal_size_limit = 67108864")
+        self._migrate(w)
         r = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
         self._r = r
         await r.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         await r.execute("PRAGMA query_only = 1")
-        self._writer = GroupWriter(w)
+        p = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        self._p = p
+        p.execute(f"PRAGMA busy_timeout = {PEEK_BUSY_MS}")
+        p.execute("PRAGMA query_only = 1")
         self._writer.start()
 
-    async def _migrate(self, w: aiosqlite.Connection) -> None:
-        version = next(iter(await w.execute_fetchall("PRAGMA user_version")))[0]
+    def _migrate(self, w: sqlite3.Connection) -> None:
+        [(version,)] = w.execute("PRAGMA user_version").fetchall()
         if version > SCHEMA_VERSION:
             raise Unavailable(
                 f"{self.path}: store schema version {version} is newer than this schedd"
                 f" understands ({SCHEMA_VERSION}); run a newer schedd or restore a backup"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            await w.execute("BEGIN IMMEDIATE")
+            w.execute("BEGIN IMMEDIATE")
             try:
                 for stmt in MIGRATIONS[target - 1]:
-                    await w.execute(stmt)
-                await w.execute(f"PRAGMA user_version = {target}")
-                await w.execute("COMMIT")
+                    w.execute(stmt)
+                w.execute(f"PRAGMA user_version = {target}")
+                w.execute("COMMIT")
             except BaseException:
-                await w.rollback()
+                w.execute("ROLLBACK")
                 raise
             log.info("store migrated to schema version %d", target)
 
     async def close(self) -> None:
         if self._writer is not None:
-            await self._writer.stop()
-            self._writer = None
-        if self._w is not None:
+            writer, self._writer = self._writer, None
             try:
-                await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await writer.stop()
             finally:
-                await self._w.close()
-            self._w = None
+                await writer.close()
         if self._r is not None:
             await self._r.close()
             self._r = None
+        if self._p is not None:
+            self._p.close()
+            self._p = None
 
     @property
     def writer(self) -> GroupWriter:
@@ -136,7 +145,12 @@ class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin, Ready
     async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         return list(await self._reader.execute_fetchall(sql, args))
 
-    async def _write(self, unit: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    def _peek(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        if self._p is None:
+            raise Unavailable("the store is closed")
+        return self._p.execute(sql, args).fetchall()
+
+    async def _write(self, unit: Callable[[Conn], Awaitable[T]]) -> T:
         return await self.writer.run(unit)
 
     async def info(self) -> StoreInfo:

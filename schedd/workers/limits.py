@@ -1,6 +1,6 @@
 """Per-task rlimits, applied without ``preexec_fn``.
 
-The daemon is threaded (aiosqlite runs a thread per connection), and code between ``fork`` and
+The daemon is threaded (the store's reader and commit threads), and code between ``fork`` and
 ``exec`` in a threaded process may deadlock on a lock another thread held at fork time, so
 ``preexec_fn`` is out. Command tasks are started through util-linux's ``prlimit``, which sets
 the limits on itself and then execs the command: same pid, same process group, no window in

@@ -6,7 +6,7 @@ guarantees (DESIGN §6, reliability plan §2.3):
 * **Own session and group.** The process is started as the leader of a new session and process
   group (``start_new_session``; pgid == pid), so a signal to the group reaches the shell, its
   pipelines, background jobs and a Python task's subprocesses alike. ``preexec_fn`` is never
-  used: the daemon has threads (one per aiosqlite connection) and a fork with threads may
+  used: the daemon has threads (the store's reader and commit threads) and a fork with threads may
   deadlock before exec. rlimits are applied by ``prlimit`` (commands) or by the single-threaded
   worker itself (Python tasks), never between fork and exec.
 * **Exit is watched with a pidfd; the leader is reaped last.** asyncio's subprocess support

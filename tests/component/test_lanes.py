@@ -62,6 +62,9 @@ class HeldAttempts:
     def release(self, ticket: Ticket) -> None:
         self.gates.open(ticket.firing_id)
 
+    async def settle(self) -> None:
+        """Nothing is stored behind a run here."""
+
     def running(self) -> list[Ticket]:
         return [t for t in self.starts if not self.gates.is_open(t.firing_id)]
 

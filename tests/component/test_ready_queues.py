@@ -86,6 +86,9 @@ class StoreAttempts:
         await self._notify()
         return self.outcome
 
+    async def settle(self) -> None:
+        """Each run above stored its end before returning."""
+
     def release_all(self) -> None:
         self.gated = False
         self.gates.open_all()

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 
-from schedd.store.writer import SAVEPOINT_DEPTH, GroupWriter
+from schedd.store.writer import SAVEPOINT_DEPTH, Conn, GroupWriter
 
-Unit = Callable[[aiosqlite.Connection], Awaitable[Any]]
+Unit = Callable[[Conn], Awaitable[Any]]
 
 
 class Boom(Exception):
@@ -40,18 +39,18 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 async def writer(db: Path) -> AsyncIterator[tuple[GroupWriter, list[str]]]:
     """A running writer and the statements its connection executed, in order."""
-    conn = await aiosqlite.connect(db, isolation_level=None)
-    await conn.execute("PRAGMA synchronous = FULL")
-    await conn.execute("PRAGMA foreign_keys = ON")
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
     statements: list[str] = []
-    await conn.set_trace_callback(statements.append)
+    conn.set_trace_callback(statements.append)
     w = GroupWriter(conn)
     w.start()
     try:
         yield w, statements
     finally:
         await w.stop()
-        await conn.close()
+        await w.close()
 
 
 def stored(db: Path) -> dict[str, int]:
@@ -64,7 +63,7 @@ def stored(db: Path) -> dict[str, int]:
 
 
 def put(key: str, value: int = 1) -> Unit:
-    async def unit(conn: aiosqlite.Connection) -> str:
+    async def unit(conn: Conn) -> str:
         await conn.execute("INSERT INTO t (k, v) VALUES (?, ?)", (key, value))
         return f"put {key}"
 
@@ -72,7 +71,7 @@ def put(key: str, value: int = 1) -> Unit:
 
 
 def put_then_fail(key: str) -> Unit:
-    async def unit(conn: aiosqlite.Connection) -> str:
+    async def unit(conn: Conn) -> str:
         await conn.execute("INSERT INTO t (k, v) VALUES (?, 1)", (key,))
         raise Boom(key)
 
@@ -87,7 +86,7 @@ class Gate:
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def __call__(self, conn: aiosqlite.Connection) -> str:
+    async def __call__(self, conn: Conn) -> str:
         await conn.execute("INSERT INTO t (k, v) VALUES (?, 0)", (self.key,))
         self.entered.set()
         await self.release.wait()
@@ -112,10 +111,11 @@ async def test_waiting_units_share_one_transaction_and_each_gets_its_own_result(
     writer: tuple[GroupWriter, list[str]], db: Path
 ) -> None:
     w, statements = writer
-    tasks = await queued_behind(w, Gate("g"), [put(f"k{i}", i) for i in range(5)])
     batches, before = w.batches, commits(statements)
+    tasks = await queued_behind(w, Gate("g"), [put(f"k{i}", i) for i in range(5)])
     assert await asyncio.gather(*tasks) == [f"put k{i}" for i in range(5)]
-    assert (w.batches - batches, commits(statements) - before) == (1, 1), "one batch, one COMMIT"
+    # The gate's batch and theirs: one batch, one COMMIT for all five.
+    assert (w.batches - batches, commits(statements) - before) == (2, 2)
     assert stored(db) == {"g": 0, **{f"k{i}": i for i in range(5)}}
 
 
@@ -125,8 +125,8 @@ async def test_a_failing_unit_rolls_back_alone_and_the_others_commit(
 ) -> None:
     w, statements = writer
     units = [put_then_fail(f"k{i}") if i == failing else put(f"k{i}") for i in range(5)]
-    tasks = await queued_behind(w, Gate("g"), units)
     before = commits(statements)
+    tasks = await queued_behind(w, Gate("g"), units)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     for i, result in enumerate(results):
         if i == failing:
@@ -134,7 +134,7 @@ async def test_a_failing_unit_rolls_back_alone_and_the_others_commit(
             assert result.args == (f"k{i}",)
         else:
             assert result == f"put k{i}"
-    assert commits(statements) - before == 1
+    assert commits(statements) - before == 2, "the gate's batch and theirs"
     assert set(stored(db)) == {"g"} | {f"k{i}" for i in range(5) if i != failing}
 
 
@@ -182,7 +182,7 @@ async def test_a_failed_commit_fails_every_unit_of_the_batch_and_keeps_nothing(
 ) -> None:
     w, _ = writer
 
-    async def orphan(conn: aiosqlite.Connection) -> None:
+    async def orphan(conn: Conn) -> None:
         # A deferred constraint is checked only by COMMIT: the transaction as a whole fails,
         # as it would on a full disk.
         await conn.execute("PRAGMA defer_foreign_keys = ON")
@@ -205,9 +205,9 @@ async def test_failures_anywhere_in_a_batch_deeper_than_the_savepoint_chain_stay
         {0, 3, SAVEPOINT_DEPTH, SAVEPOINT_DEPTH + 1, 3 * SAVEPOINT_DEPTH + 1},
     )
     units = [put_then_fail(f"k{i}") if i in failing else put(f"k{i}") for i in range(n)]
-    tasks = await queued_behind(w, Gate("g"), units)
     before = commits(statements)
+    tasks = await queued_behind(w, Gate("g"), units)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert [isinstance(r, Boom) for r in results] == [i in failing for i in range(n)]
-    assert commits(statements) - before == 1
+    assert commits(statements) - before == 2, "the gate's batch and theirs"
     assert set(stored(db)) == {"g"} | {f"k{i}" for i in range(n) if i not in failing}
