@@ -373,6 +373,7 @@ _OPS: dict[str, OpSpec] = {
     "schedules.list": _op(AdminOps.schedules_list, optional="limit after"),
     "schedules.show": _op(AdminOps.schedules_show, "name", "next"),
     "schedules.add": _op(schedules.add, "name spec", "paused", mutates=True),
+    "schedules.add_many": _op(schedules.add_many, "schedules", mutates=True),
     "schedules.remove": _op(schedules.remove, "name", mutates=True),
     "schedules.pause": _op(schedules.pause, "name", mutates=True),
     "schedules.resume": _op(schedules.resume, "name", mutates=True),

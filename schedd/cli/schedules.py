@@ -7,18 +7,27 @@ works on both, and ``trigger``/``backfill`` only add firings, so neither touches
 
 from __future__ import annotations
 
+import json as jsonlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from schedd.cli import render, specs
-from schedd.cli.app import JsonOpt, call, fail
+from schedd.cli.app import JsonOpt, call, fail, invalid
 from schedd.cli.describe import firing_line, schedule_fields, trigger_text
 from schedd.errors import InvalidArgument
 
 app = typer.Typer(no_args_is_help=True, help="List, add, change and run schedules.")
 
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Schedule name.", show_default=False)]
+
+#: Schedules per ``schedules.add_many`` request from ``add --file`` (the daemon's cap), and the
+#: most JSON one request carries, far inside the default ``[admin] max_request_bytes`` (1 MiB)
+#: even when each schedule brings a large environment or arguments.
+FILE_BATCH = 1000
+FILE_BATCH_BYTES = 512 * 1024
 
 
 @app.command("list")
@@ -82,8 +91,20 @@ def schedules_show(
 @app.command("add")
 def schedules_add(
     ctx: typer.Context,
-    name: NameArg,
+    name: Annotated[
+        str | None,
+        typer.Argument(metavar="NAME", help="Schedule name (not with --file).", show_default=False),
+    ] = None,
     argv: specs.ArgvArg = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            metavar="FILE",
+            help="Add every [schedules.NAME] table of this TOML file (1000 per request).",
+        ),
+    ] = None,
     cron: Annotated[
         str | None, typer.Option("--cron", metavar="EXPR", help="A cron expression.")
     ] = None,
@@ -106,7 +127,7 @@ def schedules_add(
     lane: Annotated[
         str | None, typer.Option("--lane", metavar="LANE", help="Run in this [lanes.NAME].")
     ] = None,
-    paused: Annotated[bool, typer.Option("--paused", help="Add it paused.")] = False,
+    paused: Annotated[bool, typer.Option("--paused", help="Add it (or them) paused.")] = False,
     python: specs.PythonOpt = None,
     args: specs.ArgsOpt = None,
     kwargs: specs.KwargsOpt = None,
@@ -119,7 +140,23 @@ def schedules_add(
     tenant: specs.TenantOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Add a schedule (source api; it persists across restarts) that runs ARGV or --python."""
+    """Add a schedule (source api; it persists across restarts) that runs ARGV or --python,
+    or with --file every schedule of a file."""
+    if file is not None:
+        given = [
+            p.opts[0] if p.opts[0].startswith("-") else p.human_readable_name
+            for p in ctx.command.params
+            if p.name not in _FILE_PARAMS and _given(ctx.params.get(p.name or ""))
+        ]
+        if given:
+            invalid(
+                f"--file takes every schedule from the file; {', '.join(given)} cannot go with"
+                " it (only --paused and --json can)"
+            )
+        _add_file(ctx, file, paused, json)
+        return
+    if name is None:
+        invalid("missing NAME: give the schedule's name, or --file FILE")
     try:
         task = specs.task_from(ctx.params)
         spec = specs.schedule_table(
@@ -142,6 +179,70 @@ def schedules_add(
         render.emit_json(s)
         return
     render.fields(schedule_fields(s))
+
+
+#: What ``add --file`` allows beside the file.
+_FILE_PARAMS = frozenset({"file", "paused", "json"})
+
+
+def _given(value: object) -> bool:
+    """Whether a parameter was given: not its default (None, False, no values). ``is``, since
+    ``--retries 0`` is given and ``0 == False``."""
+    return not (value is None or value is False or value in ([], ()))
+
+
+def _add_file(ctx: typer.Context, path: Path, paused: bool, json: bool) -> None:
+    """Send the file's schedules in requests of up to :data:`FILE_BATCH`, in file order.
+
+    Each request is all-or-nothing in the daemon; the file as a whole is not. A failed request
+    stops here, and what earlier requests added stays: the message says how far it got, and
+    maps the daemon's ``schedules[i]`` (an index in the request) to the file's entries."""
+    try:
+        tables = specs.file_tables(path)
+    except InvalidArgument as exc:
+        fail(exc)
+    added = paused_count = requests = 0
+    for batch in _batches(tables, paused):
+        try:
+            result = call(ctx, "schedules.add_many", {"schedules": batch})
+        except typer.Exit:
+            typer.echo(
+                f"schedctl: {path}: stopped at the request of entries {added + 1}-"
+                f"{added + len(batch)} ([schedules.{batch[0]['name']}] to"
+                f" [schedules.{batch[-1]['name']}]; schedules[i] is entry {added + 1}+i);"
+                f" the {added} of {len(tables)} schedule(s) before it were added",
+                err=True,
+            )
+            raise
+        added += result["added"]
+        paused_count += result["paused"]
+        requests += 1
+    summary = {"file": str(path), "added": added, "paused": paused_count, "requests": requests}
+    if json:
+        render.emit_json(summary)
+        return
+    render.text(
+        f"{path}: {added} schedule(s) added ({paused_count} paused) in {requests} request(s)"
+    )
+
+
+def _batches(tables: dict[str, dict[str, Any]], paused: bool) -> Iterator[list[dict[str, Any]]]:
+    """``add_many`` entries in file order, cut at :data:`FILE_BATCH` entries or
+    :data:`FILE_BATCH_BYTES` of JSON, whichever comes first (a lone larger entry goes alone)."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for name, spec in tables.items():
+        entry: dict[str, Any] = {"name": name, "spec": spec}
+        if paused:
+            entry["paused"] = True
+        length = len(jsonlib.dumps(entry))
+        if batch and (len(batch) == FILE_BATCH or size + length > FILE_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += length
+    if batch:
+        yield batch
 
 
 @app.command("remove")

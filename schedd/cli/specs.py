@@ -9,12 +9,20 @@ those rules, so the two cannot drift apart.
 What is checked here is only what the daemon cannot see: which flags were combined (a trigger
 given twice, ``--cwd`` on a Python task) and text that must become JSON before it can be sent
 (``--args``, ``--env``). Those errors name the flag, and nothing is sent.
+
+``schedules add --file`` reads the same tables from a TOML file of ``[schedules.NAME]`` tables,
+the config file's own shape, so a block can move between the two unchanged. Only what the
+daemon cannot see is checked here too: that the file is TOML, holds nothing but schedule tables,
+and that TOML date-times become the RFC 3339 text JSON can carry.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -153,6 +161,39 @@ def schedule_table(
         raise InvalidArgument(f"give exactly one of --cron, --every, --at (given: {given})")
     optional = {"timezone": timezone, "jitter": jitter, "misfire": misfire, "lane": lane}
     return {**triggers, **{k: v for k, v in optional.items() if v is not None}, **task}
+
+
+def file_tables(path: Path) -> dict[str, dict[str, Any]]:
+    """The ``[schedules.NAME]`` tables of ``path``, by name in file order, ready to send as JSON.
+
+    InvalidArgument names the file and the entry (``FILE: schedules.NAME: ...``)."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidArgument(f"{path}: cannot read it: {exc.strerror}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidArgument(f"{path}: not a TOML file: {exc}") from None
+    other = sorted(set(doc) - {"schedules"})
+    if other:
+        raise InvalidArgument(
+            f"{path}: only [schedules.NAME] tables belong in a --file; found {', '.join(other)}"
+        )
+    tables = doc.get("schedules", {})
+    if not isinstance(tables, dict) or not tables:
+        raise InvalidArgument(f"{path}: no [schedules.NAME] table in the file")
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise InvalidArgument(
+                f"{path}: schedules.{name}: expected a table, got {type(table).__name__}"
+            )
+    # TOML date-times (``at = 2027-01-01T09:00:00``) travel as the text the config would read.
+    return {name: json.loads(json.dumps(t, default=_iso)) for name, t in tables.items()}
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a TOML value")
 
 
 def _only_for(kind: str, **flags: object) -> None:

@@ -22,6 +22,7 @@ PostgreSQL for multi-host deployments later). Guarantees every implementation mu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from schedd.model import FiringState, ScheduleSpec
@@ -48,6 +49,16 @@ from schedd.store.records import (
 
 #: Called inside the dispatch transaction for each due schedule; ``None`` leaves it untouched.
 Planner = Callable[[ScheduleRule], SchedulePlan | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleToAdd:
+    """One schedule for ``add_schedules``: its definition, its first marks, and its flag."""
+
+    spec: ScheduleSpec
+    next_fire_ms: int | None
+    next_due_ms: int | None
+    paused: bool = False
 
 
 class Store(Protocol):
@@ -117,7 +128,19 @@ class Store(Protocol):
     ) -> ScheduleRecord:
         """Store a new schedule with ``spec.source`` (the admin API passes ``api``), its payload
         content-addressed exactly as ``reconcile`` stores one. A taken name, whatever its
-        source, is a ``Conflict`` naming the name and where the existing schedule came from."""
+        source, is a ``Conflict`` naming the name and where the existing schedule came from.
+        Returns the schedule as ``get_schedule`` would (with a re-used name's history)."""
+
+    async def add_schedules(
+        self, schedules: Sequence[ScheduleToAdd], *, now_ms: int
+    ) -> list[ScheduleRecord]:
+        """``add_schedule`` for many, all or nothing, in one transaction.
+
+        A name that is taken (whatever its source) is a ``Conflict`` naming it and where it
+        came from, and a name given twice is ``InvalidArgument`` naming it; either way nothing
+        is stored. Returns the records in input order as inserted: ``last_state`` and
+        ``last_finished_ms`` are ``None`` (history a removed schedule of the same name left is
+        not read back for thousands of names; ``get_schedule`` shows it)."""
 
     async def remove_schedule(self, name: str) -> ScheduleRecord:
         """Delete the schedule, whatever its source, and return it as it was; its firings and

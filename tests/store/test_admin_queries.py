@@ -10,8 +10,9 @@ import dataclasses
 import pytest
 
 from schedd.errors import Conflict, InvalidArgument, NotFound
-from schedd.model import CommandTask, FiringState, Policies, Source
+from schedd.model import CommandTask, FiringState, Policies, ScheduleSpec, Source
 from schedd.payload import encode_payload
+from schedd.store.contract import ScheduleToAdd
 from schedd.store.records import (
     BacklogGroup,
     BacklogItem,
@@ -82,6 +83,63 @@ async def test_add_schedule_refuses_a_taken_name_saying_where_it_came_from(
     assert (await store.get_schedule("b")).spec.task == CommandTask(("true",)), "unchanged"
     summary = await store.reconcile([spec("a")], initial=at_now, now_ms=T0)
     assert (summary.removed, summary.unchanged) == ((), 1), "reconcile leaves api schedules"
+
+
+def api(name: str, argv: tuple[str, ...] = ("true",)) -> ScheduleSpec:
+    return dataclasses.replace(spec(name, argv=argv), source=Source.API)
+
+
+async def test_add_schedules_stores_many_in_input_order_as_add_schedule_would(
+    store: SqliteStore,
+) -> None:
+    await add(store, spec("config", argv=("echo", "x")))
+    # More than one INSERT statement and one name-check chunk hold, in an order unlike the ids'.
+    names = [f"s{i:04d}" for i in range(2500)][::-1]
+    wanted = [
+        ScheduleToAdd(api(n, ("echo", "x") if i % 2 else ("true",)), T0 + i, T0 + i, i % 3 == 0)
+        for i, n in enumerate(names)
+    ]
+    recs = await store.add_schedules(wanted, now_ms=T0 + 7)
+    assert [r.spec for r in recs] == [w.spec for w in wanted]
+    assert [(r.next_fire_ms, r.next_due_ms, r.paused) for r in recs] == [
+        (w.next_fire_ms, w.next_due_ms, w.paused) for w in wanted
+    ]
+    assert len({r.id for r in recs}) == len(recs)
+    for r in (recs[0], recs[1], recs[-1]):
+        assert r == await store.get_schedule(r.spec.name), "as stored, id and payload included"
+    assert {r.payload_id for r in recs[1::2]} == {(await store.get_schedule("config")).payload_id}
+    assert await store.count_schedules() == 2501
+    due = await store.due_schedules(after=None, until_ms=2**62, limit=10_000)
+    assert len(due) == 1 + sum(not w.paused for w in wanted), "paused ones wait"
+
+
+async def test_add_schedules_adds_nothing_when_one_name_is_taken_or_repeated(
+    store: SqliteStore,
+) -> None:
+    await add(store, spec("a"))
+    await store.add_schedules([ScheduleToAdd(api("b"), T0, T0)], now_ms=T0)
+    batch = [ScheduleToAdd(api(n), T0, T0) for n in ("new1", "b", "new2", "a")]
+    with pytest.raises(Conflict, match=r"'b'.*admin API.*1 more.*nothing was added"):
+        await store.add_schedules(batch, now_ms=T0)
+    twice = [ScheduleToAdd(api(n), T0, T0) for n in ("new1", "new2", "new1")]
+    with pytest.raises(InvalidArgument, match="'new1' is given twice"):
+        await store.add_schedules(twice, now_ms=T0)
+    assert [s.spec.name for s in await store.list_schedules(limit=10)] == ["a", "b"]
+    with pytest.raises(Conflict, match=r"'a'.*config file"):
+        await store.add_schedule(api("a"), next_fire_ms=T0, next_due_ms=T0, paused=False, now_ms=T0)
+
+
+async def test_reconcile_refuses_a_config_name_an_api_schedule_holds_and_keeps_api_ones(
+    store: SqliteStore,
+) -> None:
+    await add(store, spec("c1"), spec("c2"))
+    await store.add_schedules([ScheduleToAdd(api(n), T0, T0) for n in ("a1", "a2")], now_ms=T0)
+    with pytest.raises(Conflict, match=r"schedules\.a2: .*admin API"):
+        await store.reconcile([spec("c1"), spec("new"), spec("a2")], initial=at_now, now_ms=T0)
+    assert [s.spec.name for s in await store.list_schedules(limit=10)] == ["a1", "a2", "c1", "c2"]
+    summary = await store.reconcile([spec("c2", argv=("false",))], initial=at_now, now_ms=T0)
+    assert (summary.added, summary.changed, summary.removed) == ((), ("c2",), ("c1",))
+    assert [s.spec.name for s in await store.list_schedules(limit=10)] == ["a1", "a2", "c2"]
 
 
 async def test_remove_schedule_returns_it_and_keeps_its_history(store: SqliteStore) -> None:
