@@ -186,8 +186,12 @@ class _Cron:
         self._period_ms: int | None = None
 
     def next_after(self, after_ms: int) -> int | None:
-        if self._last is not None and self._last[0] == after_ms:
-            return self._last[1]
+        # The last answer holds for any instant from its question up to itself: no occurrence
+        # lies between. Schedules sharing a cron ask with nearby ``now``s (a bulk add, a
+        # dispatch step), so most questions are answered without croniter's search.
+        last = self._last
+        if last is not None and last[0] <= after_ms and (last[1] is None or after_ms < last[1]):
+            return last[1]
         result = self._next_after_s(max(after_ms // 1000, _MIN_S))
         answer = None if result is None else result * 1000
         self._last = (after_ms, answer)

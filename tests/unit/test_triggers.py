@@ -159,6 +159,14 @@ def test_cron_next_after_is_strictly_after_and_ignores_the_sub_second_part() -> 
     assert trigger.next_after(ms("2026-01-01T10:00") + 500) == ms("2026-01-01T10:01")
 
 
+def test_cron_reuses_its_last_answer_only_for_instants_before_that_answer() -> None:
+    trigger = make_trigger(cron("0 * * * *"))
+    assert trigger.next_after(ms("2026-01-01T10:05")) == ms("2026-01-01T11:00")
+    assert trigger.next_after(ms("2026-01-01T10:59")) == ms("2026-01-01T11:00")
+    assert trigger.next_after(ms("2026-01-01T11:00")) == ms("2026-01-01T12:00"), "at it: next"
+    assert trigger.next_after(ms("2026-01-01T09:30")) == ms("2026-01-01T10:00"), "earlier"
+
+
 def test_cron_occurrences_do_not_exist_past_year_9998() -> None:
     assert make_trigger(cron("0 0 * * *")).next_after(ms("9999-06-01T00:00")) is None
 
