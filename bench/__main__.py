@@ -99,7 +99,8 @@ def run(quick: bool, scale: float, reps: int) -> dict[str, Any]:
     store = r("schedd_store", lambda: bigstore.bigstore(n["store"], STORE_RESTARTS))
 
     def lead(count: int) -> float:
-        """Seconds from spawn covering start-up with ``count`` config schedules, plus margin."""
+        """Seconds from spawn covering start-up and ``count`` schedules added, plus margin.
+        (A config of ``count`` schedules parses at about the same rate as they are added.)"""
         return 1.25 * (float(store["empty_ready_s"]) + count / float(store["rate"])) + 3.0
 
     for rep in range(reps):

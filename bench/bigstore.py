@@ -20,7 +20,7 @@ start again on the same store: spawn to READY, and RSS (now and peak) once ``sta
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
 
 from bench.common import Daemon, config, pipeline, rss_bytes, running, workdir
@@ -45,11 +45,18 @@ def mixed_spec(i: int) -> dict[str, Any]:
 
 
 class AddRequests(Sequence[Request]):
-    """The ``add_many`` requests for schedules ``0 .. n-1``, each built when it is sent: a
-    million entries built up front would be the harness's largest allocation by far."""
+    """The ``add_many`` requests for schedules ``0 .. n-1`` (``spec(i)`` each), each built when
+    it is sent: a million entries built up front would be the harness's largest allocation by
+    far."""
 
-    def __init__(self, n: int, span: range | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        spec: Callable[[int], dict[str, Any]] = mixed_spec,
+        span: range | None = None,
+    ) -> None:
         self._n = n
+        self._spec = spec
         self._span = span if span is not None else range(0, n, PER_REQUEST)
 
     def __len__(self) -> int:
@@ -61,10 +68,10 @@ class AddRequests(Sequence[Request]):
     def __getitem__(self, index: slice) -> AddRequests: ...
     def __getitem__(self, index: int | slice) -> Request | AddRequests:
         if isinstance(index, slice):
-            return AddRequests(self._n, self._span[index])
+            return AddRequests(self._n, self._spec, self._span[index])
         start = self._span[index]
         entries = [
-            {"name": f"s{i}", "spec": mixed_spec(i)}
+            {"name": f"s{i}", "spec": self._spec(i)}
             for i in range(start, min(start + PER_REQUEST, self._n))
         ]
         return "schedules.add_many", {"schedules": entries}

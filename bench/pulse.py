@@ -1,21 +1,21 @@
 """schedd scenario 1 (pulse) with 6 (status latency during it): N one-shots due together.
 
-Driven through the real interfaces: the config holds N ``at`` schedules for one instant T, the
-daemon is started on it (reconcile, load, READY), and T arrives. What is measured is the
+Driven through the real interfaces: the daemon starts with no schedules, N ``at`` schedules for
+one instant T are added through the admin socket (``schedules.add_many``, as bigstore builds its
+store), and T arrives. What is measured is the
 **write-ahead commit**: every firing in the store, ``committed``, before anything runs. To keep
 execution out of that figure the task is a long ``sleep`` with ``[workers] max = 1``: one runs,
 every other firing stays committed (scenario 2 measures execution; scenario 7 recovery).
 
 Figures:
 
-* ``add`` — reconcile of N config schedules: READY with N schedules minus READY with none.
 * ``commit_s`` — from T until ``status`` shows ``firings.committed_total`` = N, polled every
   20 ms on a new connection each time (each poll is also a sample of scenario 6).
 * commit lateness — each increment of ``committed_total`` counts that many firings as committed
   when it was observed: an upper bound by the poll interval.
 * recovery (scenario 7) — the same store is then SIGKILLed with N-1 firings committed and one
-  running, and restarted on the same config: spawn to READY, including the unchanged
-  reconcile of the N config schedules.
+  running, and restarted: spawn to READY. The config has no schedules, so this is the store's
+  recovery alone (a config of N schedules would add its parse, which 4 measures).
 * decision lateness — ``created_ms - scheduled_for_ms`` from the store (read-only, after): when
   the dispatcher decided, by its own wall clock, that the firing was due; < 0 would be early.
 """
@@ -26,12 +26,14 @@ import signal
 import sqlite3
 from typing import Any
 
+from bench.bigstore import CONNECTIONS, WINDOW, AddRequests
 from bench.common import (
     Daemon,
     config,
     lateness_summary,
     now_s,
     percentile,
+    pipeline,
     rfc3339_ms,
     rss_bytes,
     running,
@@ -49,31 +51,18 @@ def at_schedules(n: int, at_ms: int, command: str = BLOCKER) -> str:
     return "".join(f'[schedules.p{i}]\nat = "{at}"\ncommand = {command}\n' for i in range(n))
 
 
-def add(n: int) -> dict[str, Any]:
-    """READY time with N new config schedules, and with none, on fresh stores."""
-    with workdir("add0") as root, running(Daemon(root, config(workers=1))) as empty:
-        base = empty.start()
-        base_rss = rss_bytes(empty.pid)
-    with workdir("add") as root, running(Daemon(root, config(at_schedules(n, FAR_FUTURE_MS)))) as d:
-        ready = d.start()
-        rss = rss_bytes(d.pid)
-    return {
-        "ready_s": ready,
-        "empty_ready_s": base,
-        "rate": n / max(ready - base, 1e-9),
-        "rss": rss,
-        "bytes_per_schedule": (rss - base_rss) / n,
-    }
-
-
 def pulse(n: int, lead_s: float) -> dict[str, Any]:
-    """One pulse on a fresh store; ``lead_s`` must cover start-up (reconcile of N schedules)."""
+    """One pulse on a fresh store; ``lead_s`` must cover start-up and adding N schedules."""
     with workdir("pulse") as root:
         due = wall_ms() + int(lead_s * 1000)
-        daemon = Daemon(root, config(at_schedules(n, due), workers=1))
+        at = {"at": rfc3339_ms(due), "command": ["/bin/sleep", "3600"]}
+        daemon = Daemon(root, config(workers=1))
         with running(daemon):
-            daemon.start(timeout_s=lead_s + 300)
+            daemon.start()
+            pipeline(daemon.socket, AddRequests(n, lambda i: at), CONNECTIONS, WINDOW)
             margin_ms = due - wall_ms()
+            if margin_ms <= 0:
+                raise RuntimeError(f"pulse of {n}: adding ended {-margin_ms} ms after it was due")
             status_ms: list[float] = []
             commit_late: list[float] = []
             seen = 0
