@@ -142,7 +142,7 @@ def _scale(n: dict[str, int], col: Col) -> list[Row]:
     """Scenario 4: adding N schedules through the config, then the store's RSS and start-up."""
     return [
         Row(
-            f"4 add {n['store']:,} cron+interval (config)",
+            f"4 add {n['store']:,} cron+interval (admin API)",
             "schedules/s",
             col("schedd_store", "rate"),
             col("aps_memory", "add_rate"),
