@@ -397,7 +397,9 @@ class WorkerPool:
     ) -> RunResult:
         tail = OutputTail(self._settings.output_tail_bytes)
         worker.child.sink = tail
-        cpu_before = _cpu_ms(worker.child.pid)
+        # Read only when a CPU limit may need it to explain a SIGKILL: /proc reads on every
+        # run of a no-op task were a visible share of its cost.
+        cpu_before = None if call.limits.cpu_seconds is None else _cpu_ms(worker.child.pid)
         deadline = None if call.timeout_ms is None else self._clock.monotonic_ms() + call.timeout_ms
         arrival = worker.expect()
         sending = asyncio.ensure_future(worker.send(frame))
@@ -505,8 +507,10 @@ class WorkerPool:
             return "it asked to retire (MemoryError, or a limit it could not restore)"
         if s.max_tasks_per_worker is not None and worker.tasks >= s.max_tasks_per_worker:
             return f"{worker.tasks} tasks done"
+        if s.max_worker_rss_bytes is None:
+            return None
         rss = _rss_bytes(worker.child.pid)
-        if s.max_worker_rss_bytes is not None and rss is not None and rss > s.max_worker_rss_bytes:
+        if rss is not None and rss > s.max_worker_rss_bytes:
             return f"RSS of {rss} bytes above {s.max_worker_rss_bytes}"
         return None
 

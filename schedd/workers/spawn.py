@@ -66,6 +66,7 @@ class Child:
         self.pid = proc.pid
         #: CPU time the leader used, known once it is reaped.
         self.cpu_ms: int | None = None
+        self._identity: ProcessIdentity | None = None
         #: Where output goes; swap it to attribute output to another run.
         self.sink: Sink = _Discard()
         self.exited: asyncio.Future[None] = self._loop.create_future()
@@ -126,10 +127,13 @@ class Child:
             self.sink.feed(chunk)
 
     def identity(self) -> ProcessIdentity:
-        ident = process_identity(self._proc.pid)
-        if ident is None:  # only if something else reaped our child
+        """Read once: a pool worker reports it at every run, and it cannot change while the
+        process is ours (unreaped, its pid cannot be reused)."""
+        if self._identity is None:
+            self._identity = process_identity(self._proc.pid)
+        if self._identity is None:  # only if something else reaped our child
             raise ChildProcessError(f"process {self._proc.pid} was reaped behind our back")
-        return ident
+        return self._identity
 
     def signal(self, sig: signal.Signals) -> bool:
         return signal_group(self.pgid, sig)
