@@ -2,6 +2,11 @@
 
 Each floor is the bare mechanism schedd is built on, with nothing of schedd around it: what
 the daemon could reach if its own code cost nothing. Ratios to these are the honest targets.
+
+The spawn and pipe floors also run ``durable``: before the tasks of a round start, one row per
+task is committed in one transaction (WAL, ``synchronous=FULL``), which is what DESIGN's
+write-ahead start asks of any implementation on this disk. Rounds are lock-step (commit the
+round's starts, start them all, wait for all), the best case for grouping those commits.
 """
 
 from __future__ import annotations
@@ -68,17 +73,47 @@ def sqlite_inserts(n: int, batch: int = 5000) -> dict[str, Any]:
     return {"rate": n / elapsed}
 
 
-def spawn(n: int, parallel: int) -> dict[str, Any]:
+class _Starts:
+    """The durable start of each task: rows committed, a round's in one transaction."""
+
+    def __init__(self, tmp: str) -> None:
+        self.db = sqlite3.connect(Path(tmp) / "starts.db", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, started INTEGER NOT NULL)")
+
+    def commit(self, tasks: int) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("INSERT INTO runs (started) VALUES (?)", [(0,)] * tasks)
+        self.db.execute("COMMIT")
+
+
+def spawn(n: int, parallel: int, durable: bool = False) -> dict[str, Any]:
     """``/bin/true`` with ``parallel`` processes at a time, as bare as subprocess gets."""
-    t0 = now_s()
-    running: list[subprocess.Popen[bytes]] = []
-    for _ in range(n):
-        if len(running) >= parallel:
-            running.pop(0).wait()
-        running.append(subprocess.Popen(["/bin/true"], close_fds=True))
-    for proc in running:
-        proc.wait()
-    return {"rate": n / (now_s() - t0)}
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        starts = _Starts(tmp) if durable else None
+        t0 = now_s()
+        running: list[subprocess.Popen[bytes]] = []
+        left = n
+        while left > 0:
+            if starts is None:  # rolling: a new process as soon as one ends
+                if len(running) >= parallel:
+                    running.pop(0).wait()
+                batch = 1
+            else:  # lock-step rounds, their starts committed first
+                for proc in running:
+                    proc.wait()
+                running.clear()
+                batch = min(parallel, left)
+                starts.commit(batch)
+            running.extend(subprocess.Popen(["/bin/true"], close_fds=True) for _ in range(batch))
+            left -= batch
+        for proc in running:
+            proc.wait()
+        elapsed = now_s() - t0
+        if starts is not None:
+            starts.db.close()
+    return {"rate": n / elapsed}
 
 
 WORKER = """
@@ -92,57 +127,80 @@ while True:
 """
 
 
-def pipe_round_trip(n: int, workers: int = 2) -> dict[str, Any]:
+def pipe_round_trip(n: int, workers: int = 2, durable: bool = False) -> dict[str, Any]:
     """N small messages echoed by ``workers`` persistent Python processes over pipes.
 
-    The controller keeps every worker busy (one message in flight each), as a pool does.
+    The controller keeps every worker busy (one message in flight each), as a pool does; with
+    ``durable``, in lock-step rounds whose starts are committed first.
     """
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        starts = _Starts(tmp) if durable else None
+        try:
+            return {"rate": n / asyncio.run(_echo(n, workers, starts))}
+        finally:
+            if starts is not None:
+                starts.db.close()
 
-    async def main() -> float:
-        loop = asyncio.get_running_loop()
-        procs, channels = [], []
-        for _ in range(workers):
-            to_r, to_w = os.pipe()
-            from_r, from_w = os.pipe()
-            procs.append(
-                subprocess.Popen(  # noqa: ASYNC220 - set-up, before the clock starts
-                    [sys.executable, "-c", WORKER, str(to_r), str(from_w)],
-                    pass_fds=(to_r, from_w),
-                )
+
+def _forward(fd: int, queue: asyncio.Queue[bytes]) -> None:
+    queue.put_nowait(os.read(fd, 64))
+
+
+async def _echo(n: int, workers: int, starts: _Starts | None) -> float:
+    """Seconds to echo ``n`` messages (see :func:`pipe_round_trip`)."""
+    loop = asyncio.get_running_loop()
+    procs, channels = [], []
+    for _ in range(workers):
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        procs.append(
+            subprocess.Popen(  # noqa: ASYNC220 - set-up, before the clock starts
+                [sys.executable, "-c", WORKER, str(to_r), str(from_w)],
+                pass_fds=(to_r, from_w),
             )
-            os.close(to_r)
-            os.close(from_w)
-            os.set_blocking(from_r, False)
-            channels.append((to_w, from_r))
-        remaining = n
+        )
+        os.close(to_r)
+        os.close(from_w)
+        os.set_blocking(from_r, False)
+        channels.append((to_w, from_r))
+    remaining = n
 
-        async def drive(to_w: int, from_r: int) -> None:
-            nonlocal remaining
-            replies: asyncio.Queue[bytes] = asyncio.Queue()
-            loop.add_reader(from_r, lambda: replies.put_nowait(os.read(from_r, 64)))
-            try:
-                while remaining > 0:
-                    remaining -= 1
-                    os.write(to_w, b"run\n")
-                    await replies.get()
-            finally:
-                loop.remove_reader(from_r)
+    replies: list[asyncio.Queue[bytes]] = []
+    for _, from_r in channels:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        loop.add_reader(from_r, _forward, from_r, queue)
+        replies.append(queue)
 
-        for to_w, from_r in channels:  # warm up: the worker is started and ready
-            os.write(to_w, b"x")
-            while True:
-                try:
-                    os.read(from_r, 64)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(0.005)
-        t0 = now_s()
-        await asyncio.gather(*(drive(w, r) for w, r in channels))
-        elapsed = now_s() - t0
-        for (to_w, from_r), proc in zip(channels, procs, strict=True):
-            os.close(to_w)
-            proc.wait()
-            os.close(from_r)
-        return elapsed
+    async def drive(to_w: int, queue: asyncio.Queue[bytes]) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            os.write(to_w, b"run\n")
+            await queue.get()
 
-    return {"rate": n / asyncio.run(main())}
+    async def rounds() -> None:
+        nonlocal remaining
+        assert starts is not None
+        while remaining > 0:
+            batch = min(workers, remaining)
+            remaining -= batch
+            starts.commit(batch)
+            for to_w, _ in channels[:batch]:
+                os.write(to_w, b"run\n")
+            await asyncio.gather(*(q.get() for q in replies[:batch]))
+
+    for (to_w, _), queue in zip(channels, replies, strict=True):  # warm up: started, ready
+        os.write(to_w, b"x")
+        await queue.get()
+    t0 = now_s()
+    if starts is None:
+        await asyncio.gather(*(drive(w, q) for (w, _), q in zip(channels, replies, strict=True)))
+    else:
+        await rounds()
+    elapsed = now_s() - t0
+    for (to_w, from_r), proc in zip(channels, procs, strict=True):
+        loop.remove_reader(from_r)
+        os.close(to_w)
+        proc.wait()
+        os.close(from_r)
+    return elapsed

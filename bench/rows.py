@@ -219,12 +219,24 @@ def _execution(n: dict[str, int], col: Col) -> list[Row]:
             met=lambda s, pe, f: s >= 0.7 * (f or 0),
         ),
         Row(
+            "  floor with a durable start per task",
+            "tasks/s",
+            col("schedd_e2e_python", "rate"),
+            floor=col("floor_pipe_durable", "rate"),
+        ),
+        Row(
             f"2 e2e /bin/true {n['e2e_command']:,}, 2 at once",
             "tasks/s",
             col("schedd_e2e_command", "rate"),
             floor=col("floor_spawn2", "rate"),
             target=">=0.8 floor",
             met=lambda s, pe, f: s >= 0.8 * (f or 0),
+        ),
+        Row(
+            "  floor with a durable start per task",
+            "tasks/s",
+            col("schedd_e2e_command", "rate"),
+            floor=col("floor_spawn2_durable", "rate"),
         ),
         Row(
             f"7 recovery, {n['pulse'] - 1:,} committed + 1 running",
