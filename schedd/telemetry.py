@@ -18,8 +18,8 @@ from schedd.model import FiringState, RunOutcome
 from schedd.overdue import OverdueWatch
 from schedd.runner import Runner
 from schedd.store.contract import Store
-from schedd.store.firings import DLQ_STATES
 from schedd.store.records import ScheduleRecord, Ticket
+from schedd.store.rows import DLQ_STATES
 from schedd.timer import Timer
 
 

@@ -41,8 +41,8 @@ from schedd.keys import format_instant
 from schedd.model import task_to_json
 from schedd.payload import decode_payload
 from schedd.store.contract import Store
-from schedd.store.firings import DLQ_STATES
 from schedd.store.records import FiringRecord
+from schedd.store.rows import DLQ_STATES
 
 if TYPE_CHECKING:
     from schedd.admin.ops import AdminOps

@@ -137,6 +137,9 @@ class AdminOps:
         now = v.clock.wall_ms()
         pool, ready = v.runner.pool.stats(), v.runner.ready
         jumps = v.timer.jumps
+        # One read of the unfinished firings by lane serves the lanes, the catch-up backlog and
+        # the unfinished count: each is a walk over every unfinished firing (500 000 in a pulse).
+        lanes = await v.store.lanes()
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -161,8 +164,8 @@ class AdminOps:
                 "peak": ready.peak,
                 "running": v.runner.busy,
             },
-            "catchup": await _catchup_json(v.store, ready),
-            "lanes": _lanes_json(await v.store.lanes(), now),
+            "catchup": _catchup_json(sum(d.catchup for d in lanes), ready),
+            "lanes": _lanes_json(lanes, now),
             "workers": {
                 "max": v.runner.capacity,
                 "alive": pool.size,
@@ -170,9 +173,7 @@ class AdminOps:
                 "python": _pool_json(pool),
             },
             "firings": {
-                "unfinished": await v.store.count_firings(
-                    [FiringState.COMMITTED, FiringState.RUNNING]
-                ),
+                "unfinished": sum(d.ready + d.running for d in lanes),
                 "committed_total": v.dispatcher.committed,
                 "runs_started": v.runner.started,
                 "runs_finished": v.runner.finished,
@@ -311,9 +312,8 @@ def _lanes_json(depths: list[LaneDepth], now: int) -> dict[str, Any]:
     }
 
 
-async def _catchup_json(store: Store, ready: ReadyQueues) -> dict[str, Any]:
+def _catchup_json(left: int, ready: ReadyQueues) -> dict[str, Any]:
     """The catch-up drain: what is left, how fast it goes now, and how long that will take."""
-    left = await store.catchup_backlog()
     drain = ready.drain
     return {
         "backlog": left,

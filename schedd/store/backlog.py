@@ -68,13 +68,29 @@ class BacklogMixin(StoreMixin):
         )
 
     async def lanes(self) -> list[LaneDepth]:
+        # One statement (one snapshot), two index walks: committed firings through
+        # ``firings_ready``, already in lane order (no sort), and the few running ones through
+        # ``firings_open``. Grouping the committed and running rows of ``firings_open`` together
+        # sorted every unfinished firing: 166 ms at 500 000 committed, against 36 ms this way
+        # (``firings_ready`` covers lane, catch-up flag and due time since schema v5).
         rows = await self._read(
-            "SELECT lane, sum(state = 'committed'), sum(state = 'running'),"
-            " min(CASE state WHEN 'committed' THEN due_ms END)"
-            f" FROM firings WHERE {OPEN_SQL} AND state IN ('committed', 'running')"
-            " GROUP BY lane ORDER BY lane"
+            "SELECT lane, catchup, 0, count(*), min(due_ms) FROM firings"
+            " WHERE state = 'committed' GROUP BY lane, catchup"
+            " UNION ALL SELECT lane, 0, count(*), 0, NULL FROM firings"
+            f" WHERE {OPEN_SQL} AND state = 'running' GROUP BY lane"
         )
-        return [LaneDepth(r[0], r[1], r[2], r[3]) for r in rows]
+        depths: dict[str, LaneDepth] = {}
+        for lane, catchup, running, ready, due in rows:
+            d = depths.get(lane, LaneDepth(lane, 0, 0, None))
+            dues = [x for x in (due, d.oldest_ready_due_ms) if x is not None]
+            depths[lane] = LaneDepth(
+                lane,
+                d.ready + ready,
+                d.running + running,
+                min(dues) if dues else None,
+                d.catchup + (ready if catchup else 0),
+            )
+        return [depths[lane] for lane in sorted(depths)]
 
     async def remove_firings(
         self,

@@ -34,12 +34,20 @@ from schedd.store.records import (
     RunRecord,
     Ticket,
 )
-from schedd.store.rows import FIRING_COLS, RUN_COLS, chunks, firing_row, marks, run_row, transition
+from schedd.store.rows import (
+    DLQ_SQL,
+    DLQ_STATES,
+    FIRING_COLS,
+    RUN_COLS,
+    chunks,
+    firing_row,
+    marks,
+    run_row,
+    state_sql,
+    transition,
+)
 from schedd.store.writer import Conn
 
-#: The dead-letter states (``schedctl dlq``).
-DLQ_STATES = (FiringState.DEAD, FiringState.QUARANTINED)
-_DLQ_SQL = ", ".join(f"'{s.value}'" for s in DLQ_STATES)
 #: The firings waiting for a time (``retry_at_ms``), as the partial index ``firings_wake`` spells
 #: it (SQLite uses a partial index only when the query repeats its WHERE clause).
 _WAKE_SQL = "state IN ('failed', 'scheduled') AND retry_at_ms IS NOT NULL"
@@ -202,10 +210,10 @@ class FiringsMixin(StoreMixin):
         return {str(r[0]): int(r[1]) for r in rows}
 
     async def count_firings(self, states: Sequence[FiringState]) -> int:
-        rows = await self._read(
-            f"SELECT count(*) FROM firings WHERE state IN ({marks(len(states))})",
-            [s.value for s in states],
-        )
+        # Spelled with literals, and inside the WHERE term of the partial index that holds
+        # them: with bound parameters SQLite cannot prove a partial index applies and scans the
+        # whole table (27 ms at 500 000 firings for an empty dead-letter queue).
+        rows = await self._read(f"SELECT count(*) FROM firings WHERE {state_sql(states)}")
         return int(rows[0][0])
 
     async def count_firings_of(self, schedule: str, states: Sequence[FiringState]) -> int:
@@ -265,7 +273,7 @@ class FiringsMixin(StoreMixin):
     async def list_dead(
         self, *, schedule: str | None, limit: int, before_id: int | None = None
     ) -> list[FiringRecord]:
-        where = [f"state IN ({_DLQ_SQL})", "id < ?"]
+        where = [DLQ_SQL, "id < ?"]
         args: list[Any] = [before_id if before_id is not None else 2**62]
         if schedule is not None:
             where.append("schedule = ?")
@@ -278,7 +286,7 @@ class FiringsMixin(StoreMixin):
         return [firing_row(r) for r in rows]
 
     async def oldest_dead_ms(self) -> int | None:
-        rows = await self._read(f"SELECT min(updated_ms) FROM firings WHERE state IN ({_DLQ_SQL})")
+        rows = await self._read(f"SELECT min(updated_ms) FROM firings WHERE {DLQ_SQL}")
         return None if rows[0][0] is None else int(rows[0][0])
 
     async def get_firing_by_id(self, firing_id: int) -> FiringRecord:
@@ -331,7 +339,7 @@ class FiringsMixin(StoreMixin):
             raise InvalidArgument("purge needs firing ids or an age")
 
         async def unit(conn: Conn) -> int:
-            where, args = [f"state IN ({_DLQ_SQL})"], list[Any]()
+            where, args = [DLQ_SQL], list[Any]()
             if firing_ids is not None:
                 where.append(f"id IN ({marks(len(firing_ids))})")
                 args.extend(firing_ids)

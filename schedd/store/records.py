@@ -303,6 +303,8 @@ class LaneDepth:
     ready: int
     running: int
     oldest_ready_due_ms: int | None
+    #: Of ``ready``, the catch-up firings (what the drain has still to release).
+    catchup: int = 0
 
     def lag_ms(self, now_ms: int) -> int | None:
         """How long the oldest ready firing has been due (never negative after a clock step)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -51,6 +51,22 @@ OPEN_STATES = (
     FiringState.FAILED,
 )
 OPEN_SQL = "state IN ({})".format(", ".join(f"'{s.value}'" for s in OPEN_STATES))
+#: The dead-letter states (``schedctl dlq``), spelled as the partial index ``firings_dead`` is.
+DLQ_STATES = (FiringState.DEAD, FiringState.QUARANTINED)
+DLQ_SQL = "state IN ({})".format(", ".join(f"'{s.value}'" for s in DLQ_STATES))
+
+
+def state_sql(states: Iterable[FiringState]) -> str:
+    """``state IN (...)`` as literals, prefixed with the WHERE term of the partial index that
+    covers them (``firings_open`` or ``firings_dead``), so SQLite can use that index."""
+    wanted = set(states)
+    listed = "state IN ({})".format(", ".join(f"'{s.value}'" for s in FiringState if s in wanted))
+    for covering, term in ((OPEN_STATES, OPEN_SQL), (DLQ_STATES, DLQ_SQL)):
+        if wanted <= set(covering):
+            return f"{term} AND {listed}"
+    return listed
+
+
 SCHEDULE_SELECT = f"""
     SELECT s.id, s.name, s.source, s.rule, p.body, s.paused, s.fired_through_ms,
            s.next_fire_ms, s.next_due_ms, s.created_ms, s.updated_ms,

@@ -240,6 +240,13 @@ async def _dispatch_step(conn: Conn, schedule_ids: Sequence[int], planner: Plann
     ]
 
 
+#: The loader's columns and the WHERE term of the partial index ``schedules_due``.
+_DUE_SELECT = (
+    "SELECT next_due_ms, id, task_kind = 'python', json_extract(rule, '$.lane') FROM schedules"
+    " WHERE next_due_ms IS NOT NULL AND paused = 0"
+)
+
+
 class SchedulesMixin(StoreMixin):
     async def reconcile(
         self,
@@ -390,12 +397,15 @@ class SchedulesMixin(StoreMixin):
         self, *, after: tuple[int, int] | None, until_ms: int, limit: int
     ) -> list[tuple[int, int, bool, str]]:
         due, sid = after if after is not None else (-(2**62), -1)
+        # The rest of the cursor's due time, then the later ones: two seeks on schedules_due.
+        # ``(next_due_ms, id) > (?, ?)`` seeks on next_due_ms alone and walks every schedule of
+        # the cursor's due time again for each page, so loading a 500 000 pulse due in the same
+        # millisecond was quadratic (2.3 s of reader time, pages of 35 ms at the end).
         rows = await self._read(
-            "SELECT next_due_ms, id, task_kind = 'python', json_extract(rule, '$.lane')"
-            " FROM schedules"
-            " WHERE next_due_ms IS NOT NULL AND paused = 0"
-            " AND (next_due_ms, id) > (?, ?) AND next_due_ms <= ?"
-            " ORDER BY next_due_ms, id LIMIT ?",
+            f"SELECT * FROM ({_DUE_SELECT} AND next_due_ms = ?1 AND id > ?2"
+            " AND next_due_ms <= ?3 ORDER BY id LIMIT ?4)"
+            f" UNION ALL SELECT * FROM ({_DUE_SELECT} AND next_due_ms > ?1"
+            " AND next_due_ms <= ?3 ORDER BY next_due_ms, id LIMIT ?4) LIMIT ?4",
             (due, sid, until_ms, limit),
         )
         return [(int(r[0]), int(r[1]), bool(r[2]), str(r[3])) for r in rows]

@@ -283,6 +283,31 @@ async def test_lanes_count_ready_and_running_firings(store: SqliteStore) -> None
     ]
 
 
+async def test_lanes_count_catch_up_firings_apart_and_take_the_oldest_due_of_both_kinds(
+    store: SqliteStore,
+) -> None:
+    await add(store, spec("a"))
+    [a] = await ids(store)
+    payload = (await store.get_schedule("a")).payload_id
+
+    def firing(key: str, lane: str, due: int, *, catchup: bool) -> NewFiring:
+        return NewFiring(key, a, "a", due, due, S.COMMITTED, payload, lane, catchup=catchup)
+
+    await store.insert_firings(
+        [
+            firing("k1", "default", T0 + 50, catchup=False),
+            firing("k2", "default", T0 + 7, catchup=True),
+            firing("k3", "default", T0 + 9, catchup=True),
+            firing("k4", "late", T0 + 3, catchup=True),
+        ]
+    )
+
+    assert await store.lanes() == [
+        LaneDepth("default", ready=3, running=0, oldest_ready_due_ms=T0 + 7, catchup=2),
+        LaneDepth("late", ready=1, running=0, oldest_ready_due_ms=T0 + 3, catchup=1),
+    ]
+
+
 async def test_remove_firings_cancels_matching_queued_firings_in_batches(
     store: SqliteStore,
 ) -> None:

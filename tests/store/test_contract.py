@@ -294,6 +294,23 @@ async def test_the_due_index_says_each_schedules_task_kind_and_lane(store: Sqlit
     assert [(r[2], r[3]) for r in rows] == [(False, "default"), (True, "critical")]
 
 
+async def test_the_loader_pages_through_a_shared_due_time_in_order_and_stops_at_until(
+    store: SqliteStore,
+) -> None:
+    """Pages resume inside a due time many schedules share (a pulse) and never pass ``until``."""
+    due = {f"s{i}": T0 + (0 if i < 5 else 1 if i < 7 else 5) for i in range(8)}
+    await store.reconcile(
+        [spec(name) for name in due], initial=lambda s, hw: (due[s.name], due[s.name]), now_ms=T0
+    )
+    seen: list[tuple[int, int]] = []
+    after: tuple[int, int] | None = None
+    while page := await store.due_schedules(after=after, until_ms=T0 + 1, limit=2):
+        seen += [(r[0], r[1]) for r in page]
+        after = seen[-1]
+    assert seen == sorted(set(seen)), "in (due, id) order, none twice"
+    assert [d for d, _ in seen] == [T0] * 5 + [T0 + 1] * 2
+
+
 async def test_a_store_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     s = SqliteStore(path)
