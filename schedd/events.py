@@ -22,6 +22,8 @@ class FiringEvents:
 
     def changed(self, key: str | None, schedule: str) -> None:
         """A firing (or, with ``key=None``, some firing of ``schedule``) changed state."""
+        if not self._events:  # nobody waits: the common case, once per firing of a pulse
+            return
         for topic in _topics(key, schedule):
             ev = self._events.pop(topic, None)
             if ev is not None:
