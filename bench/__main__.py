@@ -107,6 +107,7 @@ def run(quick: bool, scale: float, reps: int) -> dict[str, Any]:
         print(f"# repetition {rep + 1}/{reps} ({now_s() - t0:.0f}s)", file=sys.stderr)
         r.child("floor_timer", "bench.floors:timer_pulse", n=n["pulse"])
         r.child("floor_sqlite", "bench.floors:sqlite_inserts", n=n["pulse"])
+        r.child("floor_schedd_rows", "bench.floors:schedd_firings", n=n["pulse"])
         r.child("floor_spawn1", "bench.floors:spawn", n=n["spawn"], parallel=1)
         r.child("floor_spawn2", "bench.floors:spawn", n=n["spawn"], parallel=2)
         r.child("floor_pipe", "bench.floors:pipe_round_trip", n=n["pipe"])

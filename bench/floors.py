@@ -12,11 +12,13 @@ round's starts, start them all, wait for all), the best case for grouping those 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,32 +47,69 @@ def timer_pulse(n: int) -> dict[str, Any]:
     return asyncio.run(main())
 
 
+#: The instant the floors' firing rows are for (any fixed one will do).
+AT_MS = 1_900_000_000_000
+
+
 def sqlite_inserts(n: int, batch: int = 5000) -> dict[str, Any]:
     """Rows shaped like a firing, ``batch`` per transaction, WAL + synchronous=FULL (fsync)."""
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        db = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db = _wal(Path(tmp) / "floor.db")
         db.execute(
             "CREATE TABLE firings (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
             " schedule TEXT NOT NULL, scheduled_for_ms INTEGER NOT NULL, state TEXT NOT NULL,"
             " created_ms INTEGER NOT NULL)"
         )
-        t0 = now_s()
-        for start in range(0, n, batch):
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                "INSERT INTO firings (key, schedule, scheduled_for_ms, state, created_ms)"
-                " VALUES (?, ?, ?, 'committed', ?)",
-                (
-                    (f"p{i}@2030-01-01T00:00:00.000Z", f"p{i}", 1_900_000_000_000, 0)
-                    for i in range(start, min(n, start + batch))
-                ),
-            )
-            db.execute("COMMIT")
-        elapsed = now_s() - t0
+        elapsed = _insert(
+            db,
+            "INSERT INTO firings (key, schedule, scheduled_for_ms, state, created_ms)"
+            " VALUES (?, ?, ?, 'committed', ?)",
+            ((f"p{i}@2030-01-01T00:00:00.000Z", f"p{i}", AT_MS, 0) for i in range(n)),
+            batch,
+        )
         db.close()
     return {"rate": n / elapsed}
+
+
+def schedd_firings(n: int, batch: int = 500) -> dict[str, Any]:
+    """The same rows into schedd's own ``firings`` table (its schema, every index), ``batch``
+    per transaction as the dispatcher writes them: what the layout costs, with no Python of
+    schedd's around it."""
+    from schedd.store.schema import MIGRATIONS
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        db = _wal(Path(tmp) / "schedd.db")
+        for step in MIGRATIONS:
+            for stmt in step:
+                db.execute(stmt)
+        db.execute("INSERT INTO payloads (id, sha256, size, body) VALUES (1, 'x', 2, '{}')")
+        elapsed = _insert(
+            db,
+            "INSERT INTO firings (key, schedule_id, schedule, scheduled_for_ms, due_ms, state,"
+            " attempt, payload_id, lane, created_ms, updated_ms)"
+            " VALUES (?, ?, ?, ?, ?, 'committed', 1, 1, 'default', ?, ?)",
+            ((f"p{i}@2030-01-01T00:00:00.000Z", i, f"p{i}", *[AT_MS] * 4) for i in range(n)),
+            batch,
+        )
+        db.close()
+    return {"rate": n / elapsed}
+
+
+def _wal(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def _insert(db: sqlite3.Connection, sql: str, rows: Iterator[tuple[Any, ...]], batch: int) -> float:
+    """Seconds to insert ``rows``, ``batch`` per committed transaction."""
+    t0 = now_s()
+    while chunk := list(itertools.islice(rows, batch)):
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(sql, chunk)
+        db.execute("COMMIT")
+    return now_s() - t0
 
 
 class _Starts:

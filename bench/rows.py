@@ -90,6 +90,12 @@ def _pulse(n: dict[str, int], col: Col) -> list[Row]:
             col("floor_timer", "rate"),
         ),
         Row(
+            "  floor=the same rows into schedd's firings table",
+            "firings/s",
+            col("schedd_pulse", "rate"),
+            floor=col("floor_schedd_rows", "rate"),
+        ),
+        Row(
             "6 status latency p99 during pulse",
             "ms",
             col("schedd_pulse", "status_p99_ms"),
