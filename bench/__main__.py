@@ -129,6 +129,7 @@ def run(quick: bool, scale: float, reps: int) -> dict[str, Any]:
             count = n[f"e2e_{kind}"]
             r(f"schedd_e2e_{kind}", partial(e2e.end_to_end, count, kind, lead(count)))
     print(f"# once ({now_s() - t0:.0f}s)", file=sys.stderr)
+    r.child("floor_commits", "bench.floors:commit_latency", seconds=min(steady_s, 20.0))
     r("schedd_steady", lambda: steady.steady(n["steady"], steady_s))
     for key, size in (("tiny", 0), ("64k", payload.NEAR_CAP)):
         r(f"schedd_payload_{key}", partial(payload.payload, n["payload"], size))

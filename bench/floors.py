@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import lateness_summary, now_s
+from bench.common import lateness_summary, now_s, sleep_s
 
 
 def timer_pulse(n: int) -> dict[str, Any]:
@@ -93,6 +93,28 @@ def schedd_firings(n: int, batch: int = 500) -> dict[str, Any]:
         )
         db.close()
     return {"rate": n / elapsed}
+
+
+def commit_latency(seconds: float, rows: int = 20, every_s: float = 0.02) -> dict[str, Any]:
+    """How long one COMMIT of ``rows`` firing-sized rows takes on this disk, at the cadence of
+    the steady state (about 50 batches a second), over ``seconds``: its tail is the tail any
+    write-ahead firing waits for, once for its own batch and often once for the one before."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        db = _wal(Path(tmp) / "commits.db")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE)")
+        took: list[float] = []
+        end = now_s() + seconds
+        while now_s() < end:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO t (key) VALUES (?)", [(f"k{len(took)}-{j}",) for j in range(rows)]
+            )
+            t0 = now_s()
+            db.execute("COMMIT")
+            took.append((now_s() - t0) * 1000)
+            sleep_s(every_s)
+        db.close()
+    return {"commits": len(took), **lateness_summary(took)}
 
 
 def _wal(path: Path) -> sqlite3.Connection:

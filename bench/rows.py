@@ -122,6 +122,12 @@ def _steady(result: dict[str, Any], col: Col) -> list[Row]:
             met=lambda s, pe, f: s <= 10,
         ),
         Row(
+            "  floor=one bare COMMIT's p99 on this disk",
+            "ms",
+            col("schedd_steady", "commit_late.p99"),
+            floor=col("floor_commits", "p99"),
+        ),
+        Row(
             "3 steady: commit lateness max",
             "ms",
             col("schedd_steady", "commit_late.max"),
