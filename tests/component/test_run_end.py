@@ -1,0 +1,68 @@
+"""A run's end is committed behind it (schedd/attempt.py): the slot is free before that commit,
+and shutdown waits for it.
+
+The store's ``finish_run`` is held at a gate, so "the end is not committed yet" is a state the
+test controls rather than a race it hopes to catch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from schedd.keys import firing_key
+from schedd.model import CommandTask, FiringState, OnceSpec, ScheduleSpec
+from schedd.store.records import RunFinish
+from tests.component.runtime import start_runtime
+from tests.fakes import FakeClock
+
+T0 = 1_767_225_600_000
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(wall_ms=T0)
+
+
+async def test_the_next_firing_starts_while_the_last_ones_end_is_still_uncommitted(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    specs = [ScheduleSpec(name, OnceSpec(T0), CommandTask(("true",))) for name in ("a", "b")]
+    rt = await start_runtime(tmp_path / "s.db", clock, specs, max_workers=1)
+    store = rt.store
+    held: list[RunFinish] = []
+    gate = asyncio.Event()
+    finish_run = store.finish_run
+
+    async def gated(finish: RunFinish) -> None:
+        held.append(finish)
+        await gate.wait()
+        await finish_run(finish)
+
+    store.finish_run = gated  # type: ignore[method-assign]
+    try:
+        await rt.advance(0)
+        # One slot: the second firing can only start once the first one's slot is free, and
+        # the first one's end is held uncommitted.
+        for name in ("a", "b"):
+            await rt.until(firing_key(name, T0), FiringState.RUNNING)
+        assert len(held) >= 1
+        assert rt.runner.finished == 0, "nothing counts as finished before its end is stored"
+        stopping = asyncio.create_task(rt.runner.stop(5_000))
+        # Without the wait for uncommitted ends, stop() returns within a few turns of the loop
+        # (nothing is in flight): give it many, without any clock.
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not stopping.done(), "stop waits for the ends still being stored"
+        gate.set()
+        await stopping
+        for name in ("a", "b"):
+            f = await store.get_firing(firing_key(name, T0))
+            assert f.state is FiringState.SUCCEEDED, f
+        assert rt.runner.finished == 2
+    finally:
+        gate.set()
+        store.finish_run = finish_run  # type: ignore[method-assign]
+        await rt.close()
