@@ -110,9 +110,10 @@ class Telemetry:
         store, now = self.store, self._clock.wall_ms()
         info = await store.info()
         oldest_dead = await store.oldest_dead_ms()
+        depths = await store.lanes()  # one walk of the unfinished firings serves both gauges
         lanes = [
             LaneGauge(d.lane, d.ready, d.running, None if lag is None else lag / 1000)
-            for d in every_lane(await store.lanes())
+            for d in every_lane(depths)
             for lag in [d.lag_ms(now)]
         ]
         pool, ready = self.runner.pool.stats(), self.runner.ready
@@ -124,7 +125,7 @@ class Telemetry:
                 workers_max=self.runner.capacity,
                 dlq_size=await store.count_firings(DLQ_STATES),
                 dlq_oldest_age_s=None if oldest_dead is None else max(0, now - oldest_dead) / 1000,
-                catchup_backlog=await store.catchup_backlog(),
+                catchup_backlog=sum(d.catchup for d in depths),
                 catchup_rate=ready.drain.rate if ready.draining else 0.0,
                 ready_held=ready.held,
                 clock_jumps=self._timer.jumps.count,

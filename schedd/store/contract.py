@@ -204,9 +204,6 @@ class Store(Protocol):
     async def committed_by_schedule(self) -> dict[int, int]:
         """``committed`` firings per schedule id."""
 
-    async def catchup_backlog(self) -> int:
-        """``committed`` catch-up firings."""
-
     async def list_runs(
         self,
         *,
