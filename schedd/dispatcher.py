@@ -5,19 +5,21 @@ rest stay in SQLite behind the ``next_due_ms`` index. A refill handle wakes the 
 horizon to load the next window ``(loaded_until, now + horizon]``, page by page, so memory
 follows what is due soon and never the number of stored schedules or their payloads.
 
-Each wake-up pops every expired handle and handles them in store transactions of up to
-``BATCH`` schedules: the planner (pure, :mod:`schedd.planner`) turns each due schedule into
+Each pass takes at most ``BATCH`` expired handles from the timer and commits their schedules in
+one store transaction: the planner (pure, :mod:`schedd.planner`) turns each due schedule into
 firings and a new high-water mark, and the store commits them together (write-ahead). Only then
 are tickets handed to the runner, whose ready queues keep what they have no room for in the
 store. Batching bounds the tickets alive at once in a pulse of any size (the issue's 500 000
-due in one second), lets the runs' own commits interleave, for a few extra fsyncs, and between
-two batches whatever fell due meanwhile goes first.
+due in one second), lets the runs' own commits interleave, for a few extra fsyncs, and the rest
+of a pulse waits in the timer, behind whatever falls due meanwhile. No pass costs the pulse's
+size: taking the whole pulse at once held the loop 340-360 ms at its due instant.
 
 **Urgent lanes**: a schedule whose lane has reserved slots is latency-sensitive by the
-operator's own statement, so when it falls due it is committed in a transaction of its own,
-ahead of the rest of the pass: during a pulse it waits for the one transaction in progress, not
-for a thousand bulk schedules planned beside it (measured: a critical every-second schedule
-60-140 ms late during a 110 000 pulse without this, see docs/benchmarks.md).
+operator's own statement, so it is armed ``first``: when it falls due the timer hands it out
+alone, and it is committed in a transaction of its own ahead of the rest of the pass: during a
+pulse it waits for the one transaction in progress, not for a thousand bulk schedules planned
+beside it (measured: a critical every-second schedule 60-140 ms late during a 110 000 pulse
+without this, see docs/benchmarks.md).
 A commit that fails (disk full, I/O error) loses nothing: the handles are re-armed and retried a
 second later, and no task started.
 
@@ -38,7 +40,6 @@ due, so after each refill and each pass it tells the runner how many are due wit
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Protocol, TypeVar
 
@@ -99,10 +100,8 @@ class Dispatcher:
         #: Wall due time of each armed Python schedule (for pre-scaling).
         self._python_due: dict[int, int] = {}
         self._urgent_lanes = urgent_lanes
-        #: Armed schedules of the urgent lanes (committed ahead of the rest of a pass).
+        #: Armed schedules of the urgent lanes (armed ``first``: committed ahead of the rest).
         self._urgent: set[int] = set()
-        #: Due schedules not committed yet: the rest of a pulse, oldest last.
-        self._due: deque[int] = deque()
         self._due_soon = 0
         self.last_fired_wall_ms: int | None = None
         self.committed = 0
@@ -115,31 +114,23 @@ class Dispatcher:
     async def run(self) -> None:
         await self.refill()
         while True:
-            await self._pass(await self._timer.expired())
-            while self._due:
-                await self._pass(self._timer.expired_now())
+            keys = await self._timer.expired(BATCH)
+            while keys:  # the rest of a pulse: no waiting, but one pass per BATCH handles
+                await self._pass(keys)
+                keys = self._timer.expired_now(BATCH)
 
     async def _pass(self, keys: list[Hashable]) -> None:
-        """Handle expired handles, committing at most ``BATCH`` schedules: the urgent lanes'
+        """Handle up to ``BATCH`` expired handles in the timer's order: the urgent lanes'
         alone if any fell due, else the newly due ones in front of what is left of a pulse,
         so a schedule due during a long pulse waits for one batch, not for the whole pulse."""
-        ids = _ids(keys, "s")
-        urgent = [i for i in ids if i in self._urgent]
-        if urgent:
-            ids = urgent[BATCH:] + [i for i in ids if i not in self._urgent]
-        self._due.extendleft(reversed(ids))
         if REFILL in keys:
             await self.refill()
-        if urgent or self._due:
-            await self._dispatch(urgent[:BATCH] or self._take(BATCH))
+        if ids := _ids(keys, "s"):
+            await self._dispatch(ids)
         if retries := _ids(keys, "r"):
             await self._start_retries(retries)
         self._prescale()
         self.passes += 1
-
-    def _take(self, n: int) -> list[int]:
-        due = self._due
-        return [due.popleft() for _ in range(min(n, len(due)))]
 
     async def refill(self) -> None:
         """Arm every schedule due in ``(loaded_until, now + horizon]``."""
@@ -183,7 +174,7 @@ class Dispatcher:
     def _arm_schedule(
         self, schedule_id: int, due_ms: int, *, is_python: bool, urgent: bool
     ) -> None:
-        self._timer.arm(("s", schedule_id), due_ms)
+        self._timer.arm(("s", schedule_id), due_ms, first=urgent)
         if is_python:
             self._python_due[schedule_id] = due_ms
         if urgent:
@@ -265,7 +256,7 @@ class Dispatcher:
         log.error("committing %d %r handle(s) failed, retrying: %s", len(ids), kind, exc)
         self.failing = str(exc) or type(exc).__name__
         for i in ids:
-            self._timer.arm((kind, i), now + RETRY_MS)
+            self._timer.arm((kind, i), now + RETRY_MS, first=kind == "s" and i in self._urgent)
 
 
 #: A loader row: ``(due_ms, id, ...)``.

@@ -14,6 +14,12 @@ is sampled on every wake-up:
   become misfires handled by policy; a backward one makes them wait, and the schedule's
   high-water mark guarantees nothing is re-fired).
 
+Expired keys are handed out at most ``limit`` at a time, what fell due last first (see the
+wheel's rounds), so a consumer taking a 500 000-handle pulse in steps keeps one loop callback per
+step, and whatever falls due meanwhile waits for one step, not for the pulse. Keys armed
+``first`` (the dispatcher's urgent lanes) live in a wheel of their own and are handed out alone,
+ahead of every other expired key, without looking through a pulse to find them.
+
 This module never decides whether something may fire: the dispatcher re-checks the wall clock
 against the stored due time (never early) and re-arms for the difference.
 """
@@ -51,7 +57,11 @@ class Timer:
         self._clock = clock
         self._threshold = jump_threshold_ms
         self._offset = clock.wall_ms() - clock.monotonic_ms()
-        self._wheel: TimingWheel[Hashable] = TimingWheel(clock.monotonic_ms())
+        #: Keys armed ``first``, then the rest; a key is in one of them at most.
+        self._wheels: tuple[TimingWheel[Hashable], TimingWheel[Hashable]] = (
+            TimingWheel(clock.monotonic_ms()),
+            TimingWheel(clock.monotonic_ms()),
+        )
         self._wake = asyncio.Event()
         self._sleeping_until: int | None = None  # None: awake
         self.jumps = ClockJumps()
@@ -60,41 +70,52 @@ class Timer:
         self.last_wake_mono_ms = clock.monotonic_ms()
 
     def __len__(self) -> int:
-        return len(self._wheel)
+        return sum(map(len, self._wheels))
 
     def __contains__(self, key: object) -> bool:
-        return key in self._wheel
+        return any(key in wheel for wheel in self._wheels)
 
-    def arm(self, key: Hashable, wall_due_ms: int) -> None:
-        """(Re-)arm ``key`` to expire when the wall clock reaches ``wall_due_ms``."""
+    def arm(self, key: Hashable, wall_due_ms: int, *, first: bool = False) -> None:
+        """(Re-)arm ``key`` to expire when the wall clock reaches ``wall_due_ms``; a ``first``
+        key is handed out ahead of the others once expired."""
         mono_due = wall_due_ms - self._offset
-        self._wheel.insert(key, mono_due)
+        first_wheel, rest = self._wheels
+        into, other = (first_wheel, rest) if first else (rest, first_wheel)
+        other.cancel(key)
+        into.insert(key, mono_due)
         if self._sleeping_until is None or mono_due < self._sleeping_until:
             self._wake.set()
 
     def cancel(self, key: Hashable) -> bool:
-        return self._wheel.cancel(key)
+        """Forget ``key``, also expired but not handed out yet; False if it was not armed."""
+        first, rest = self._wheels
+        return first.cancel(key) | rest.cancel(key)
 
     def wall_now(self) -> int:
         return self._clock.wall_ms()
 
-    async def expired(self) -> list[Hashable]:
-        """Wait until at least one handle expires; return all expired keys, earliest first."""
+    async def expired(self, limit: int) -> list[Hashable]:
+        """Wait until at least one handle expires; return up to ``limit`` expired keys (see
+        :meth:`expired_now`)."""
         while True:
             await failpoints.hit("timer_wake")
-            if popped := self.expired_now():
+            if popped := self.expired_now(limit):
                 return popped
-            nxt = self._wheel.next_expiry()
-            check = self._clock.monotonic_ms() + JUMP_CHECK_MS
-            await self._sleep(check if nxt is None else min(nxt, check))
+            expiries = [nxt for wheel in self._wheels if (nxt := wheel.next_expiry()) is not None]
+            await self._sleep(min([self._clock.monotonic_ms() + JUMP_CHECK_MS, *expiries]))
 
-    def expired_now(self) -> list[Hashable]:
-        """The keys expired by now, earliest first, without waiting (the dispatcher asks
-        between the commits of a long pulse, so what fell due meanwhile is not stuck behind)."""
+    def expired_now(self, limit: int) -> list[Hashable]:
+        """Up to ``limit`` keys expired by now, without waiting: the ``first`` ones alone if any
+        expired, else the others, what fell due last first, each wake-up's earliest first. The
+        rest stay armed for the next call (the dispatcher asks again between the commits of a
+        long pulse, so what fell due meanwhile is not stuck behind it)."""
         self._check_offset()
         mono = self._clock.monotonic_ms()
         self.last_wake_mono_ms = mono
-        return [key for key, _ in self._wheel.advance(max(mono, self._wheel.now_ms))]
+        for wheel in self._wheels:
+            if expired := wheel.advance(max(mono, wheel.now_ms), limit):
+                return [key for key, _ in expired]
+        return []
 
     async def _sleep(self, mono_deadline: int) -> None:
         self._wake.clear()
@@ -117,5 +138,6 @@ class Timer:
         log.warning(
             "wall clock jumped %s by %d ms; re-mapping %d timers", direction, abs(delta), len(self)
         )
-        for key, mono_due in self._wheel.drain():
-            self._wheel.insert(key, mono_due - delta)
+        for wheel in self._wheels:
+            for key, mono_due in wheel.drain():
+                wheel.insert(key, mono_due - delta)

@@ -4,7 +4,7 @@ The wheel answers two questions for the dispatcher's tickless driver: *what is d
 (``advance``) and *how long may I sleep* (``next_expiry``). It reads no clock and awaits
 nothing; the driver sleeps until ``next_expiry()``, reads the monotonic clock and calls
 ``advance(now)``. It holds only light handles, ``(key, due_ms)``, never payloads (DESIGN §4), so
-its memory is about a hundred bytes per handle beyond the key itself, whatever the task carries.
+its memory is under a hundred bytes per handle beyond the key itself, whatever the task carries.
 
 Why a wheel and not a heap
 --------------------------
@@ -12,7 +12,30 @@ A binary heap costs O(log n) per insert and needs lazy deletion (or O(n)) to can
 dispatcher inserts a 500 000-firing pulse at once, and run timeouts / idle deadlines are
 almost always cancelled before they expire. A wheel makes both insert and cancel O(1): a
 handle goes into a *slot* picked by arithmetic on its due time, and cancelling deletes it from
-that slot (each slot is a dict, so deletion is O(1) and the dict keeps insertion order).
+that slot.
+
+Entries: one per due time, not per handle
+-----------------------------------------
+A slot is a dict from due time to an *entry*: the keys due at that millisecond, in insertion
+order. The wheel moves and expires entries, not handles, so a pulse of 500 000 handles sharing
+a due time costs a cascade one dict assignment (relinking the handles one by one stopped the
+daemon's loop for 150-200 ms, two or three times before the pulse). Cancel finds the entry
+from the key's due time (``_due``) and deletes the key from it. An entry's shape follows its
+size, because a dict per due time would double the memory of spread-out handles:
+
+* one key: the key itself (most due times of spread-out schedules);
+* up to ``_FEW`` keys: a ``_Few`` tuple, rebuilt on each change (at most ``_FEW`` keys copied
+  or compared);
+* more: a ``_Many`` list of dict *pages* of up to ``_PAGE`` keys, inserts going to the last
+  page (O(1) insert; cancel deletes from the page holding the key, one dict lookup per page:
+  one up to 65 536 sharing a due time, 8 for a 500 000 pulse). Pages, because the last
+  reference to a key handed out is its entry's: one dict of a 500 000 pulse freed at its last
+  hand-out held the loop 11 ms; a page freed once handed out costs about 1.5 ms.
+
+Measured against a dict entry per handle (tracemalloc, keys not counted): spread-out handles
+and pulses cost the same or less (76-95 and 74-82 bytes per handle), 3 to 16 handles sharing
+a due time much less (48-74 against 74-87); pairs cost more (90-97 against 82-87). Entries are
+told apart from keys by their private classes, never by their shape.
 
 Levels, digits and slot widths
 ------------------------------
@@ -30,7 +53,7 @@ coarser than the one below (the kernel's only 8, as its levels overlap instead o
       4   ~4.7 h      1 073 741 824 ms  (~12.4 days)  <- the wheel's horizon
     overflow: one coarse bucket per further 12.4-day window, ordered by a small heap
 
-A handle due at tick ``d``, when the wheel's clock is at tick ``c < d``, goes to the level of
+A due time ``d`` (in ticks), when the wheel's clock is at tick ``c < d``, goes to the level of
 the **highest digit in which d and c differ**, and to the slot given by ``d``'s digit there::
 
     level = (bit_length(d ^ c) - 1) // b        slot = (d >> (level * b)) & (slots - 1)
@@ -38,9 +61,9 @@ the **highest digit in which d and c differ**, and to the slot given by ``d``'s 
 (tokio's timer wheel picks its level the same way). Placement is a function of ``(d, c)``
 alone, which gives the wheel its invariants:
 
-* every handle with the same due time lives in the same slot (or bucket), so moving a slot
-  keeps ties in insertion order;
-* a handle's slot can be recomputed from its due time, so cancel needs no back-pointer;
+* every handle with the same due time lives in the same entry, so moving an entry keeps ties
+  in insertion order;
+* an entry's slot can be recomputed from its due time, so cancel needs no back-pointer;
 * all of level L is earlier than all of level L+1 (level L shares every digit above L with
   ``c``; level L+1 has a larger digit L+1), and within a level slots are in time order, so
   the first set bit of the first non-empty level's bitmap is the earliest slot;
@@ -68,47 +91,64 @@ Cascading and why nothing fires early
 Kafka's wheel expires a whole bucket at the bucket's start, so a task may run up to one tick
 *early*; the kernel rounds expiry *up* to the slot's granularity and never cascades, fine for
 timeouts that are usually cancelled. A scheduler that pays money on time can do neither. Here
-a slot reaching its start is only a *cascade point*: each handle in it is compared on its own
-exact ``due_ms`` against ``now``; the due ones are returned and the rest are re-placed
-relative to the new clock, always at a strictly lower level (they now share digit L with
-``c``). So ``advance(now)`` returns exactly the handles with ``due <= now`` -- never early, and
-with an advance at the due millisecond never late, whatever ``tick_ms`` is. A handle is moved
-at most ``levels + 1`` times in its life.
+a slot reaching its start is only a *cascade point*: each due time in it is compared exactly
+against ``now``; the due entries are expired and the rest are re-placed relative to the new
+clock, always at a strictly lower level (they now share digit L with ``c``). So ``advance``
+hands out exactly the handles with ``due <= now`` -- never early, and with an advance at the
+due millisecond never late, whatever ``tick_ms`` is. An entry is moved at most
+``levels + 1`` times in its life.
 
-With ``tick_ms > 1`` a level-0 slot holds several due times. An advance landing inside a
-slot's tick returns the due part and keeps the rest in a small *current* bucket (ticks
-``<= c``), which later advances filter again; handles inserted with a due time already
-passed go there too and fire at the next advance, even one with an unchanged ``now``.
+Entries whose tick the clock has reached wait in ``_current``: with ``tick_ms > 1`` those of
+the current tick not due yet (later advances filter them again), and handles inserted with a
+due time already passed, which expire at the next advance, even one with an unchanged ``now``.
+
+Handing out: rounds, at most ``limit`` at a time
+------------------------------------------------
+Each advance that finds due entries detaches them into a *round*, sorted by due time, and
+hands out up to ``limit`` handles; what is left stays in the wheel (still counted, still
+cancellable) and comes out of later advances. Rounds are served newest first: an advance
+hands out what fell due since the last one before the rest of an older round, so a consumer
+that takes a pulse in chunks makes everything else wait for one chunk, not for the pulse (the
+dispatcher commits 500 schedules per chunk). Without ``limit`` an advance empties every round,
+and the handles come out sorted by due time, ties in insertion order.
+
+A detached entry is never changed again (the round walks it with an iterator). Cancelling one
+of its keys only drops the key from ``_due``, and the round skips keys whose ``_due`` is gone
+or moved. A key inserted again at the very same due time goes to a new entry in ``_current``,
+so the next advance puts it in a newer round, which is emptied before the old one resumes:
+the old round finds it gone from ``_due``, and it comes out once, as a fresh insertion.
 
 next_expiry: never later, cheap, tickless
 -----------------------------------------
-``next_expiry`` returns the start of the earliest non-empty slot (first set bit of the first
-non-empty level's bitmap), or the exact minimum of the current bucket, or the start of the
-earliest overflow window. Each is ``<=`` every due time it stands for, so the driver never
-oversleeps. It may be earlier: for a coarse slot it is the cascade point, after which
-``next_expiry`` is finer. A handle 10 minutes out therefore costs the driver a handful of
-wake-ups (one per level it cascades through), all shared with every other handle in those
-slots; an idle wheel costs nothing, and advancing an empty wheel by an hour is O(levels).
-Cancelling clears a slot's bit when the slot empties, so bitmaps never point at empty slots.
+``next_expiry`` returns, while rounds are left or ``_current`` is not empty, a lower bound of
+their due times (``<= now_ms``: "advance now" for the driver, unless only ``tick_ms`` stragglers
+are left); else the start of the earliest non-empty slot (first set bit of the first non-empty
+level's bitmap), or the start of the earliest overflow window. Each is ``<=`` every due time it
+stands for, so the driver never oversleeps. It may be earlier: for a coarse slot it is the
+cascade point, after which ``next_expiry`` is finer. A handle 10 minutes out therefore costs
+the driver a handful of wake-ups (one per level it cascades through), all shared with every
+other handle in those slots; an idle wheel costs nothing, and advancing an empty wheel by an
+hour is O(levels). Cancelling clears a slot's bit when the slot empties, so bitmaps never
+point at empty slots.
 
 The overflow
 ------------
 Due times beyond the top level (those that differ from ``c`` above the top digit) go to one
-bucket per top-level window, a dict keyed by window number, plus a heap of window numbers.
-Inserting into an existing bucket is O(1); a new bucket costs one O(log w) heap push. When
-``advance`` crosses into a window it pops that bucket and re-places its handles, exactly like
-a cascade. The scheduler keeps occurrences beyond its load horizon in SQLite, so the overflow
-stays small; it exists so that any due time, however far, stays correct. Buckets emptied by
-cancel are dropped when they reach the heap's top.
+bucket per top-level window, a dict of entries keyed by window number, plus a heap of window
+numbers. Inserting into an existing bucket is O(1); a new bucket costs one O(log w) heap push.
+When ``advance`` crosses into a window it pops that bucket and re-places its entries, exactly
+like a cascade. The scheduler keeps occurrences beyond its load horizon in SQLite, so the
+overflow stays small; it exists so that any due time, however far, stays correct. Buckets
+emptied by cancel are dropped when they reach the heap's top.
 
 Complexity
 ----------
 ``insert`` and ``cancel``: O(1) (a few integer operations and dict updates; O(log w) once per
-new overflow window). ``next_expiry``: O(levels). ``advance``: O(levels + slots drained +
-handles moved), never proportional to elapsed ticks, plus a sort of the returned handles:
-linear when they come out in order, as for a driver waking at ``next_expiry`` with
-``tick_ms=1`` (each wake-up returns one millisecond's batch), O(k log k) after a long jump.
-``drain``: O(n log n). The wheel is not thread-safe; the driver owns it.
+new overflow window; a scan of at most ``_FEW`` keys in a small entry, a lookup per page in a
+large one). ``next_expiry``: O(levels + rounds left). ``advance``: O(levels + slots drained +
+*due times* moved + g log g for the g due times it expires) to move the clock, never
+proportional to elapsed ticks nor to the handles sharing a due time, plus O(handles handed out
++ keys skipped). ``drain``: O(n log n). The wheel is not thread-safe; the driver owns it.
 
 The wheel's clock starts at ``now_ms >= 0`` (a monotonic clock's value) so that tick numbers
 are non-negative and ``d ^ c`` is meaningful.
@@ -117,15 +157,61 @@ are non-negative and ``d ^ c`` is meaningful.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from operator import itemgetter
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 from schedd.errors import InvalidArgument
 
 K = TypeVar("K", bound=Hashable)
 
+#: The most keys an entry holds as a tuple; beyond, a dict (measured: 18-36 bytes per key in a
+#: tuple of 2-16, 40-116 in a dict of that size).
+_FEW = 16
+#: The most keys in one page of a ``_Many`` entry.
+_PAGE = 65_536
+#: ``_index`` answers for ticks the clock has reached, and for the overflow.
+_CURRENT = -1
+_OVERFLOW = -2
+
+_by_time = itemgetter(0)
 _by_due = itemgetter(1)
+
+
+class _Few(tuple[K, ...]):
+    """The keys of a due time shared by a few handles (2 to ``_FEW``), in insertion order;
+    immutable, rebuilt on each change."""
+
+    __slots__ = ()
+
+
+class _Many(list[dict[K, None]]):
+    """The keys of a due time shared by many handles: pages of keys, in insertion order."""
+
+    __slots__ = ()
+
+
+#: The handles sharing one due time (see the module docstring).
+_Entry: TypeAlias = "K | _Few[K] | _Many[K]"
+#: Due time -> entry: a slot, ``_current``, an overflow bucket.
+_Entries: TypeAlias = "dict[int, _Entry[K]]"
+
+
+class _Round(Generic[K]):
+    """The entries one advance expired, not all handed out yet."""
+
+    __slots__ = ("due", "entries", "walking")
+
+    def __init__(self, entries: list[tuple[int, _Entry[K]]]) -> None:
+        #: ``(due, entry)``, latest due first: the next one is at the end.
+        self.entries = entries
+        #: The keys left of a shared entry begun (``None`` between entries), due at ``due``.
+        self.walking: Iterator[K] | None = None
+        self.due = 0
+
+    def earliest(self) -> int:
+        """A lower bound of the due times left."""
+        return self.due if self.walking is not None else self.entries[-1][0]
 
 
 class WheelArgumentError(InvalidArgument, ValueError):
@@ -156,20 +242,23 @@ class TimingWheel(Generic[K]):
         self._wheel_bits = levels * self._bits
         self._now_ms = now_ms
         self._tick = now_ms // tick_ms
-        #: Every handle held, in insertion order (a re-insert moves the key to the end).
+        #: Every handle held, in insertion order (a re-insert moves the key to the end),
+        #: including those expired into a round and not handed out yet.
         self._due: dict[K, int] = {}
-        #: Handles whose tick is <= the clock's: due at the next advance, or (tick_ms > 1)
+        #: Entries whose tick is <= the clock's: due at the next advance, or (tick_ms > 1)
         #: later within the current tick.
-        self._current: dict[K, int] = {}
+        self._current: _Entries[K] = {}
         #: A lower bound of the due times in ``_current`` (exact after each advance).
         self._current_min = 0
         #: Slot ``s`` of level ``L`` is ``_slots[(L << bits) | s]``; bit ``s`` of
         #: ``_bitmaps[L]`` is set exactly when that slot is non-empty.
-        self._slots: list[dict[K, int]] = [{} for _ in range(levels << self._bits)]
+        self._slots: list[_Entries[K]] = [{} for _ in range(levels << self._bits)]
         self._bitmaps = [0] * levels
         #: Overflow window number -> bucket; each key is in ``_overflow_heap`` exactly once.
-        self._overflow: dict[int, dict[K, int]] = {}
+        self._overflow: dict[int, _Entries[K]] = {}
         self._overflow_heap: list[int] = []
+        #: Expired entries not handed out yet, oldest round first; none is empty.
+        self._rounds: list[_Round[K]] = []
 
     @property
     def now_ms(self) -> int:
@@ -195,10 +284,25 @@ class TimingWheel(Generic[K]):
         if old is not None:
             self._unlink(key, old)
         self._due[key] = due_ms
-        self._link(key, due_ms)
+        entries = self._entries_for(due_ms)
+        entry = entries.setdefault(due_ms, key)
+        if entry is key:  # the first key of its due time (an equal one was unlinked above)
+            return
+        if isinstance(entry, _Many):
+            if len(entry[-1]) < _PAGE:
+                entry[-1][key] = None
+            else:
+                entry.append({key: None})
+        elif not isinstance(entry, _Few):
+            entries[due_ms] = _Few((entry, key))
+        elif len(entry) < _FEW:
+            entries[due_ms] = _Few((*entry, key))
+        else:
+            entries[due_ms] = _Many([dict.fromkeys((*entry, key))])
 
     def cancel(self, key: K) -> bool:
-        """Forget ``key``; False if it was not held (already fired, cancelled or never added)."""
+        """Forget ``key``; False if it was not held (already handed out, cancelled or never
+        added). A key expired into a round but not handed out yet is still held."""
         due = self._due.pop(key, None)
         if due is None:
             return False
@@ -209,11 +313,18 @@ class TimingWheel(Generic[K]):
         """When the driver must call ``advance`` next: never later than the earliest due time.
 
         ``None`` when empty. May be earlier than any due time (a coarse slot's cascade point).
-        A value ``<= now_ms`` means "advance now": something is due already, or (rarely) a
-        cancel left a stale lower bound that the next ``advance`` refreshes.
+        A value ``<= now_ms`` means "advance now": something is due already (possibly the rest
+        of a round), or (rarely) a cancel left a stale lower bound that the next ``advance``
+        refreshes.
         """
+        if not self._due:
+            self._rounds.clear()  # they can only hold keys cancelled or handed out
+            return None
+        lows = [round_.earliest() for round_ in self._rounds]
         if self._current:
-            return self._current_min
+            lows.append(self._current_min)
+        if lows:
+            return min(lows)
         bits = self._bits
         for level, bitmap in enumerate(self._bitmaps):
             if bitmap:
@@ -228,42 +339,27 @@ class TimingWheel(Generic[K]):
             del self._overflow[heapq.heappop(heap)]
         return None
 
-    def advance(self, now_ms: int) -> list[tuple[K, int]]:
-        """Move the clock to ``now_ms`` and return every handle with ``due <= now_ms``.
+    def advance(self, now_ms: int, limit: int | None = None) -> list[tuple[K, int]]:
+        """Move the clock to ``now_ms`` and hand out due handles, at most ``limit`` of them.
 
-        Sorted by due time, equal due times in insertion order; never a handle that is not
-        due. Only slots whose start has been reached are touched, found through the bitmaps,
-        so the cost does not depend on how much time passed.
+        What fell due at this advance comes first, then what earlier advances left; each
+        advance's handles sorted by due time, equal due times in insertion order; never a
+        handle that is not due. Only slots whose start has been reached are touched, found
+        through the bitmaps, and they move one entry per due time, so moving the clock costs
+        neither the time passed nor the handles sharing a due time.
         """
         if now_ms < self._now_ms:
             raise WheelArgumentError(
                 f"now_ms went back: advance({now_ms}) after advance({self._now_ms})"
             )
-        drained: list[dict[K, int]] = []
-        if self._current:
-            drained.append(self._current)
-            self._current = {}
-        new_tick = now_ms // self._tick_ms
-        if new_tick > self._tick:
-            self._drain_reached_slots(new_tick, drained)
-        self._tick = new_tick
-        self._now_ms = now_ms
-
-        fired: list[tuple[K, int]] = []
-        for bucket in drained:
-            for key, due in bucket.items():
-                if due <= now_ms:
-                    fired.append((key, due))
-                else:
-                    self._link(key, due)
-        due_of = self._due
-        for key, _ in fired:
-            del due_of[key]
-        fired.sort(key=_by_due)
-        return fired
+        if limit is not None and limit < 1:
+            raise WheelArgumentError(f"limit must be >= 1, got {limit}")
+        self._expire(now_ms)
+        return self._hand_out(limit)
 
     def drain(self) -> list[tuple[K, int]]:
-        """Remove and return every handle, in ``advance`` order (for re-mapping after a jump)."""
+        """Remove and return every handle, sorted by due time, ties in insertion order (for
+        re-mapping after a clock jump)."""
         everything = sorted(self._due.items(), key=_by_due)
         self._due.clear()
         self._current.clear()
@@ -272,16 +368,77 @@ class TimingWheel(Generic[K]):
         self._bitmaps = [0] * self._levels
         self._overflow.clear()
         self._overflow_heap.clear()
+        self._rounds.clear()
         return everything
 
-    # --- placement ----------------------------------------------------------------------------
+    # --- expiry -------------------------------------------------------------------------------
 
-    def _drain_reached_slots(self, new_tick: int, drained: list[dict[K, int]]) -> None:
+    def _expire(self, now_ms: int) -> None:
+        """Move the clock, detaching every entry due by ``now_ms`` into a new round."""
+        reached: list[tuple[int, _Entry[K]]] = []
+        if self._current:
+            kept: _Entries[K] = {}
+            for due, entry in self._current.items():
+                if due <= now_ms:
+                    reached.append((due, entry))
+                else:
+                    kept[due] = entry
+            self._current = kept
+            self._current_min = min(kept, default=0)
+        new_tick = now_ms // self._tick_ms
+        if new_tick > self._tick:
+            drained = self._detach_reached_slots(new_tick)
+            self._tick = new_tick
+            for entries in drained:
+                for due, entry in entries.items():
+                    if due <= now_ms:
+                        reached.append((due, entry))
+                    else:  # a cascade: the whole entry moves down (no other entry has its due)
+                        self._entries_for(due)[due] = entry
+        self._now_ms = now_ms
+        if reached:
+            reached.sort(key=_by_time, reverse=True)
+            self._rounds.append(_Round(reached))
+
+    def _hand_out(self, limit: int | None) -> list[tuple[K, int]]:
+        """Take up to ``limit`` handles from the rounds, newest round first."""
+        out: list[tuple[K, int]] = []
+        room = -1 if limit is None else limit  # counts down to 0; from -1 it never gets there
+        due_of = self._due
+        rounds = self._rounds
+        while rounds and room:
+            round_ = rounds[-1]
+            if round_.walking is None:
+                due, entry = round_.entries.pop()
+                if isinstance(entry, (_Few, _Many)):
+                    round_.due, round_.walking = due, _keys(entry)
+                elif due_of.get(entry) == due:  # one key: no iterator to allocate
+                    del due_of[entry]
+                    out.append((entry, due))
+                    room -= 1
+            if round_.walking is not None:
+                due = round_.due
+                for key in round_.walking:  # resumes where the last hand-out stopped
+                    if due_of.get(key) != due:
+                        continue  # cancelled or moved since the round began
+                    del due_of[key]
+                    out.append((key, due))
+                    room -= 1
+                    if not room:
+                        break
+                else:
+                    round_.walking = None
+            if round_.walking is None and not round_.entries:
+                rounds.pop()
+        return out
+
+    def _detach_reached_slots(self, new_tick: int) -> list[_Entries[K]]:
         """Detach, in time order, every slot and overflow bucket whose start is <= new_tick.
 
         At level L, a slot is reached when the clock leaves the level's window (every digit
         above L changes) or when digit L of the clock reaches the slot's digit.
         """
+        drained: list[_Entries[K]] = []
         old_tick = self._tick
         bits, mask, slots = self._bits, self._mask, self._slots
         for level, bitmap in enumerate(self._bitmaps):
@@ -307,46 +464,89 @@ class TimingWheel(Generic[K]):
         window = new_tick >> self._wheel_bits
         while heap and heap[0] <= window:
             drained.append(self._overflow.pop(heapq.heappop(heap)))
+        return drained
 
-    def _link(self, key: K, due_ms: int) -> None:
-        """Put a handle where its due time and the clock say it belongs."""
-        tick = due_ms // self._tick_ms
+    # --- placement ----------------------------------------------------------------------------
+
+    def _index(self, tick: int) -> int:
+        """Where a tick belongs now: ``_CURRENT``, ``_OVERFLOW`` or its slot's index."""
         now_tick = self._tick
         if tick <= now_tick:
+            return _CURRENT
+        top_bit = (tick ^ now_tick).bit_length() - 1
+        if top_bit >= self._wheel_bits:
+            return _OVERFLOW
+        level = top_bit // self._bits
+        return (level << self._bits) | ((tick >> (level * self._bits)) & self._mask)
+
+    def _entries_for(self, due_ms: int) -> _Entries[K]:
+        """The entries a due time belongs with, marked as about to hold it."""
+        tick = due_ms // self._tick_ms
+        index = self._index(tick)
+        if index >= 0:
+            self._bitmaps[index >> self._bits] |= 1 << (index & self._mask)
+            return self._slots[index]
+        if index == _CURRENT:
             if not self._current or due_ms < self._current_min:
                 self._current_min = due_ms
-            self._current[key] = due_ms
-            return
-        top_bit = (tick ^ now_tick).bit_length() - 1
-        if top_bit >= self._wheel_bits:
-            window = tick >> self._wheel_bits
-            bucket = self._overflow.get(window)
-            if bucket is None:
-                bucket = self._overflow[window] = {}
-                heapq.heappush(self._overflow_heap, window)
-            bucket[key] = due_ms
-            return
-        level = top_bit // self._bits
-        slot = (tick >> (level * self._bits)) & self._mask
-        self._slots[(level << self._bits) | slot][key] = due_ms
-        self._bitmaps[level] |= 1 << slot
+            return self._current
+        window = tick >> self._wheel_bits
+        bucket = self._overflow.get(window)
+        if bucket is None:
+            bucket = self._overflow[window] = {}
+            heapq.heappush(self._overflow_heap, window)
+        return bucket
 
     def _unlink(self, key: K, due_ms: int) -> None:
-        """Remove a held handle from the container ``_link`` put it in (still the same one)."""
+        """Remove a held handle from the entry it is in, if not detached into a round."""
         tick = due_ms // self._tick_ms
-        now_tick = self._tick
-        if tick <= now_tick:
-            # _current_min may now be stale-low: still a valid lower bound.
-            del self._current[key]
-            return
-        top_bit = (tick ^ now_tick).bit_length() - 1
-        if top_bit >= self._wheel_bits:
+        index = self._index(tick)
+        if index >= 0:
+            slot = self._slots[index]
+            _remove(slot, due_ms, key)
+            if not slot:
+                self._bitmaps[index >> self._bits] &= ~(1 << (index & self._mask))
+        elif index == _OVERFLOW:
             # An emptied bucket stays until it reaches the heap's top (see next_expiry).
-            del self._overflow[tick >> self._wheel_bits][key]
+            _remove(self._overflow[tick >> self._wheel_bits], due_ms, key)
+        elif due_ms in self._current:  # else detached: the round skips the key
+            # _current_min may now be stale-low: still a valid lower bound.
+            _remove(self._current, due_ms, key)
+
+
+def _keys(entry: _Few[K] | _Many[K]) -> Iterator[K]:
+    return _page_by_page(entry) if isinstance(entry, _Many) else iter(entry)
+
+
+def _page_by_page(pages: _Many[K]) -> Iterator[K]:
+    """A detached entry's keys; each page is let go once walked (see ``_Many``)."""
+    pages.reverse()
+    while pages:
+        yield from pages.pop()
+
+
+def _remove(entries: _Entries[K], due_ms: int, key: K) -> None:
+    """Remove ``key`` from the entry of ``due_ms``, and the entry once empty.
+
+    Only in ``_current`` may the entry lack the key: its own was detached into a round and
+    this is a newer one at the same due time.
+    """
+    entry = entries[due_ms]
+    if isinstance(entry, _Many):
+        for at, page in enumerate(entry):
+            if key in page:
+                del page[key]
+                if not page:
+                    del entry[at]
+                break
+        if entry:
             return
-        level = top_bit // self._bits
-        slot = (tick >> (level * self._bits)) & self._mask
-        bucket = self._slots[(level << self._bits) | slot]
-        del bucket[key]
-        if not bucket:
-            self._bitmaps[level] &= ~(1 << slot)
+    elif isinstance(entry, _Few):
+        if key in entry:
+            at = entry.index(key)
+            rest = entry[:at] + entry[at + 1 :]
+            entries[due_ms] = rest[0] if len(rest) == 1 else _Few(rest)
+        return
+    elif entry != key:
+        return
+    del entries[due_ms]

@@ -9,9 +9,10 @@ not fire — no sleeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -307,3 +308,72 @@ async def test_a_waiter_on_a_firings_key_is_woken_by_its_commit(h: Harness) -> N
     assert not waiter.done(), "no commit of its key yet"
     await h.advance(1)
     assert await asyncio.wait_for(waiter, 5), "woken by the commit, not by its deadline"
+
+
+async def test_a_pulse_is_taken_from_the_timer_one_batch_per_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rest of a pulse waits in the timer: no pass handles more than ``BATCH`` handles, so
+    none holds the loop for the whole pulse."""
+    monkeypatch.setattr(dispatcher_module, "BATCH", 3)
+    due = T0 + EVERY
+    bulk = [ScheduleSpec(f"bulk-{i}", OnceSpec(due), CommandTask(("true",))) for i in range(10)]
+    h = await start(FakeClock(wall_ms=T0), tmp_path / "s.db", *bulk)
+    try:
+        timer = h.dispatcher._timer
+        taken: list[int] = []
+        expired_now = timer.expired_now
+
+        def recording(limit: int) -> list[Hashable]:
+            keys = expired_now(limit)
+            taken.append(len(keys))
+            return keys
+
+        monkeypatch.setattr(timer, "expired_now", recording)
+        batches: list[int] = []
+        h.dispatcher.on_committed = batches.append
+        await h.advance(EVERY)
+        assert batches == [3, 3, 3, 1]
+        assert max(taken) == 3, taken
+        assert sorted(h.runner.fired_keys()) == sorted(firing_key(s.name, due) for s in bulk)
+    finally:
+        await stop(h)
+
+
+async def test_an_urgent_schedule_whose_commit_failed_stays_ahead_of_a_pulse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed commit re-arms its handles a second later; an urgent lane's schedule keeps its
+    place ahead of a pulse falling due at that very moment."""
+    monkeypatch.setattr(dispatcher_module, "BATCH", 3)
+    due = T0 + EVERY
+    critical = ScheduleSpec("critical", OnceSpec(due), CommandTask(("true",)), lane="critical")
+    bulk = [
+        ScheduleSpec(
+            f"bulk-{i}", OnceSpec(due + dispatcher_module.RETRY_MS), CommandTask(("true",))
+        )
+        for i in range(9)
+    ]
+    clock = FakeClock(wall_ms=T0)
+    h = await start(clock, tmp_path / "s.db", critical, *bulk, urgent_lanes=frozenset({"critical"}))
+    try:
+        dispatch = h.store.dispatch
+        failures = [OSError("disk I/O error")]
+
+        async def fails_once(*args: Any, **kwargs: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return await dispatch(*args, **kwargs)
+
+        monkeypatch.setattr(h.store, "dispatch", fails_once)
+        batches: list[int] = []
+        h.dispatcher.on_committed = batches.append
+        await h.advance(EVERY)
+        assert (h.runner.fired_keys(), h.dispatcher.failing) == ([], "disk I/O error")
+        await h.advance(dispatcher_module.RETRY_MS)
+        keys = [k.split("@")[0] for k in h.runner.fired_keys()]
+        assert (keys[0], batches) == ("critical", [1, 3, 3, 3]), (keys, batches)
+        assert h.dispatcher.failing is None
+        assert h.early() == []
+    finally:
+        await stop(h)

@@ -1,8 +1,9 @@
 """The timing wheel's contract, point by point, then against a sorted-list reference model.
 
 The model tests are the real guard: thousands of random inserts, cancels, re-inserts and
-advances (big jumps, past due times, due times far beyond the top level, many equal due times)
-on small wheels, where cascades and the overflow happen every few milliseconds.
+advances (big jumps, past due times, due times far beyond the top level, many equal due times,
+hand-outs limited to a few handles) on small wheels, where cascades and the overflow happen
+every few milliseconds.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+import weakref
 
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from schedd import wheel as wheel_module
 from schedd.errors import InvalidArgument
 from schedd.wheel import TimingWheel
 
@@ -270,14 +273,183 @@ def test_drain_returns_everything_in_advance_order_and_leaves_a_usable_wheel() -
     assert wheel.advance(NOW + 500 * DAY_MS + 1) == [("b", NOW + 500 * DAY_MS + 1)]
 
 
+# --- due times shared by many handles, limited hand-outs -----------------------------------------
+
+
+def entries_held(wheel: TimingWheel[int]) -> int:
+    """How many due-time entries the wheel's slots hold (not handles)."""
+    return sum(len(slot) for slot in wheel._slots)
+
+
+@pytest.mark.parametrize("sharing", [2, 16, 17, 1_000], ids=["pair", "few", "many", "pulse"])
+def test_handles_sharing_a_due_time_expire_together_in_insertion_order(sharing: int) -> None:
+    wheel: TimingWheel[int] = TimingWheel(NOW)
+    for key in range(sharing):
+        wheel.insert(1_000_000 + key, NOW + 9_000)  # the loners, interleaved
+        wheel.insert(key, NOW + 5_000)
+        wheel.insert(2_000_000 + key, NOW + 5_001)
+    assert wheel.advance(NOW + 4_999) == []
+    assert wheel.advance(NOW + 5_001) == [(key, NOW + 5_000) for key in range(sharing)] + [
+        (2_000_000 + key, NOW + 5_001) for key in range(sharing)
+    ]
+    assert len(wheel) == sharing
+
+
+@pytest.mark.parametrize("sharing", [2, 3, 16, 17, 40], ids=lambda n: f"{n}-sharing")
+@pytest.mark.parametrize("which", ["first", "middle", "last"])
+def test_cancelling_one_of_many_sharing_a_due_time_keeps_the_others_in_order(
+    sharing: int, which: str
+) -> None:
+    wheel: TimingWheel[int] = TimingWheel(NOW)
+    for key in range(sharing):
+        wheel.insert(key, NOW + 300)
+    gone = {"first": 0, "middle": sharing // 2, "last": sharing - 1}[which]
+    assert wheel.cancel(gone) is True
+    assert wheel.cancel(gone) is False
+    assert gone not in wheel
+    assert len(wheel) == sharing - 1
+    assert wheel.advance(NOW + 300) == [(key, NOW + 300) for key in range(sharing) if key != gone]
+
+
+@pytest.mark.parametrize("sharing", [2, 17])
+def test_cancelling_every_handle_of_a_shared_due_time_empties_its_slot(sharing: int) -> None:
+    wheel: TimingWheel[int] = TimingWheel(0, slots=4, levels=3)
+    for key in range(sharing):
+        wheel.insert(key, 13)  # level 1, slot [12, 16)
+    wheel.insert(99, 40)  # level 2, slot [32, 48)
+    for key in reversed(range(sharing)):
+        assert wheel.next_expiry() == 12
+        wheel.cancel(key)
+    assert wheel.next_expiry() == 32, "no wake-up left for an emptied slot"
+
+
+def test_a_cascade_moves_a_pulse_as_one_entry_and_keeps_every_handle() -> None:
+    n = 50_000
+    due = NOW + 60_000  # level 2: cascades to level 1, then level 0
+    wheel: TimingWheel[int] = TimingWheel(NOW)
+    for key in range(n):
+        wheel.insert(key, due)
+    wheel.insert(n, due + 1)
+    wakes = []
+    while (wake_at := wheel.next_expiry()) is not None and wake_at < due:
+        assert wheel.advance(wake_at) == []
+        assert entries_held(wheel) == 2, "one entry per due time, not one per handle"
+        wakes.append(wake_at)
+    assert 2 <= len(wakes) <= 4, wakes
+    assert len(wheel) == n + 1
+    assert wheel.advance(due) == [(key, due) for key in range(n)]
+    assert wheel.advance(due + 1) == [(n, due + 1)]
+
+
+class Key:
+    """A key that can be watched for being let go (hashed by identity)."""
+
+
+def test_a_pulse_lets_go_of_its_keys_page_by_page_as_they_are_handed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wheel holds a pulse's last references to its keys: freeing them all at its last
+    hand-out would be one loop callback as long as the pulse is large."""
+    monkeypatch.setattr(wheel_module, "_FEW", 2)
+    monkeypatch.setattr(wheel_module, "_PAGE", 10)
+    wheel: TimingWheel[Key] = TimingWheel(NOW)
+    refs = []
+    for _ in range(100):
+        key = Key()
+        refs.append(weakref.ref(key))
+        wheel.insert(key, NOW + 5)
+    del key
+    assert len(wheel.advance(NOW + 5, limit=25)) == 25  # two pages walked, a third begun
+    assert [ref() is not None for ref in refs] == [False] * 20 + [True] * 80
+    assert len(wheel.advance(NOW + 5)) == 75
+    assert all(ref() is None for ref in refs)
+
+
+def test_a_limited_advance_hands_out_a_pulse_in_order_in_steps_and_never_early() -> None:
+    wheel: TimingWheel[int] = TimingWheel(NOW)
+    for key in range(1_000):
+        wheel.insert(key, NOW + 100)
+    wheel.insert(5_000, NOW + 101)
+    assert wheel.advance(NOW + 99, limit=300) == []
+    steps = [wheel.advance(NOW + 100, limit=300) for _ in range(4)]
+    assert [len(step) for step in steps] == [300, 300, 300, 100]
+    assert [entry for step in steps for entry in step] == [(key, NOW + 100) for key in range(1_000)]
+    assert wheel.advance(NOW + 100, limit=300) == [], "the not yet due one stays, with room left"
+    assert len(wheel) == 1
+    assert wheel.advance(NOW + 101, limit=300) == [(5_000, NOW + 101)]
+
+
+def test_what_falls_due_during_a_limited_hand_out_goes_ahead_of_the_rest() -> None:
+    wheel: TimingWheel[str] = TimingWheel(NOW)
+    pulse = [f"p{i}" for i in range(8)]
+    for key in pulse:
+        wheel.insert(key, NOW + 10)
+    wheel.insert("b", NOW + 30)
+    wheel.insert("a", NOW + 20)
+    assert wheel.advance(NOW + 10, limit=3) == [(key, NOW + 10) for key in pulse[:3]]
+    assert wheel.next_expiry() == NOW + 10, "the rest of the pulse: advance now"
+    wheel.insert("late", NOW - 50)  # armed already due: new at the next advance
+    assert wheel.advance(NOW + 30, limit=3) == [
+        ("late", NOW - 50),
+        ("a", NOW + 20),
+        ("b", NOW + 30),
+    ]
+    assert wheel.advance(NOW + 30, limit=3) == [(key, NOW + 10) for key in pulse[3:6]]
+    assert wheel.advance(NOW + 30) == [(key, NOW + 10) for key in pulse[6:]]
+    assert wheel.next_expiry() is None
+
+
+def test_a_handle_expired_but_not_handed_out_can_be_cancelled_or_moved() -> None:
+    wheel: TimingWheel[str] = TimingWheel(NOW)
+    pulse = [f"p{i}" for i in range(30)]
+    for key in pulse:
+        wheel.insert(key, NOW + 10)
+    assert len(wheel.advance(NOW + 10, limit=5)) == 5
+    assert "p7" in wheel
+    assert wheel.cancel("p7") is True
+    wheel.insert("p8", NOW + 40)  # moved later: not due any more
+    wheel.insert("p9", NOW + 10)  # inserted again at the same time: a fresh insertion
+    assert len(wheel) == 24
+    assert wheel.advance(NOW + 10, limit=3) == [
+        ("p9", NOW + 10),
+        ("p5", NOW + 10),
+        ("p6", NOW + 10),
+    ]
+    rest = wheel.advance(NOW + 10)
+    assert rest == [(key, NOW + 10) for key in pulse[10:]], "each handed out once"
+    assert wheel.advance(NOW + 40) == [("p8", NOW + 40)]
+    assert len(wheel) == 0
+
+
+def test_drain_takes_handles_left_in_a_round_too() -> None:
+    wheel: TimingWheel[int] = TimingWheel(NOW)
+    for key in range(20):
+        wheel.insert(key, NOW + 5 + key // 10)
+    wheel.insert(99, NOW + 500)
+    assert wheel.advance(NOW + 6, limit=4) == [(key, NOW + 5) for key in range(4)]
+    assert wheel.drain() == [(key, NOW + 5 + key // 10) for key in range(4, 20)] + [(99, NOW + 500)]
+    assert len(wheel) == 0
+    assert wheel.next_expiry() is None
+    assert wheel.advance(NOW + 1_000) == []
+
+
+def test_a_limit_below_one_is_rejected() -> None:
+    wheel: TimingWheel[int] = TimingWheel(NOW)
+    with pytest.raises(InvalidArgument, match="limit"):
+        wheel.advance(NOW, limit=0)
+
+
 # --- reference model --------------------------------------------------------------------------
 
 
 class SortedListModel:
-    """The obvious implementation: one list sorted by (due, insertion sequence)."""
+    """The obvious implementation: waiting handles in one list sorted by (due, insertion
+    sequence); each advance moves the due ones into a new round and hands out up to ``limit``,
+    newest round first."""
 
     def __init__(self) -> None:
-        self.entries: list[tuple[int, int, int]] = []  # (due, seq, key)
+        self.entries: list[tuple[int, int, int]] = []  # (due, seq, key), waiting
+        self.rounds: list[list[tuple[int, int, int]]] = []  # due, not handed out yet
         self.where: dict[int, tuple[int, int]] = {}
         self.seq = itertools.count()
 
@@ -291,18 +463,38 @@ class SortedListModel:
         item = self.where.pop(key, None)
         if item is None:
             return False
-        del self.entries[bisect.bisect_left(self.entries, item)]
+        entry = (*item, key)
+        for held in (self.entries, *self.rounds):
+            at = bisect.bisect_left(held, entry)
+            if at < len(held) and held[at] == entry:
+                del held[at]
+        self.rounds = [round_ for round_ in self.rounds if round_]
         return True
 
-    def advance(self, now: int) -> list[tuple[int, int]]:
+    def advance(self, now: int, limit: int | None = None) -> list[tuple[int, int]]:
         cut = bisect.bisect_right(self.entries, (now, float("inf")))
-        fired, self.entries = self.entries[:cut], self.entries[cut:]
+        if cut:
+            self.rounds.append(self.entries[:cut])
+            self.entries = self.entries[cut:]
+        fired: list[tuple[int, int, int]] = []
+        while self.rounds and (limit is None or len(fired) < limit):
+            newest = self.rounds[-1]
+            room = len(newest) if limit is None else limit - len(fired)
+            fired += newest[:room]
+            del newest[:room]
+            if not newest:
+                self.rounds.pop()
         for _, _, key in fired:
             del self.where[key]
         return [(key, due) for due, _, key in fired]
 
     def earliest(self) -> int | None:
-        return self.entries[0][0] if self.entries else None
+        return min((held[0][0] for held in (self.entries, *self.rounds) if held), default=None)
+
+    def drain(self) -> list[tuple[int, int]]:
+        everything = sorted(itertools.chain(self.entries, *self.rounds))
+        self.entries, self.rounds, self.where = [], [], {}
+        return [(key, due) for due, _, key in everything]
 
 
 def check_same(wheel: TimingWheel[int], model: SortedListModel) -> None:
@@ -342,9 +534,17 @@ def random_due(rng: random.Random, now: int, span: int) -> int:
     return now + spread(rng, span)
 
 
+@pytest.mark.parametrize("entries", ["default", "tiny"], ids=lambda e: f"{e}-entries")
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("seed", range(4))
-def test_random_operations_match_the_sorted_list_model(shape: dict[str, int], seed: int) -> None:
+def test_random_operations_match_the_sorted_list_model(
+    shape: dict[str, int], seed: int, entries: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default entries keep most shared due times in the tuple form; tiny ones (tuples of 2,
+    pages of 3) in the paged form, with pages filled, emptied and handed out midway."""
+    if entries == "tiny":
+        monkeypatch.setattr(wheel_module, "_FEW", 2)
+        monkeypatch.setattr(wheel_module, "_PAGE", 3)
     rng = random.Random(seed * 1_000 + shape["slots"] * 10 + shape["levels"])
     span = shape["tick_ms"] * shape["slots"] ** shape["levels"]  # the wheel's horizon
     now = rng.randrange(0, 10 * span)
@@ -368,14 +568,15 @@ def test_random_operations_match_the_sorted_list_model(shape: dict[str, int], se
                 now += spread(rng, span)
             elif step < 0.95:
                 now += rng.randrange(span, span * 2_000)  # a big jump
-            fired = wheel.advance(now)
-            assert fired == model.advance(now)
+            limit = rng.choice([None, None, 1, 2, 7])
+            fired = wheel.advance(now, limit)
+            assert fired == model.advance(now, limit)
             assert all(due <= now for _, due in fired), "fired early"
         key = rng.choice(keys)
         assert wheel.due_of(key) == model.where.get(key, (None,))[0]
         assert (key in wheel) == (key in model.where)
         check_same(wheel, model)
-    assert wheel.drain() == model.advance(2**63)
+    assert wheel.drain() == model.drain()
     assert len(wheel) == 0
 
 
@@ -415,18 +616,18 @@ class WheelMachine(RuleBasedStateMachine):
     def cancel(self, key: int) -> None:
         assert self.wheel.cancel(key) == self.model.cancel(key)
 
-    @rule(step=st.integers(0, 200))
-    def advance(self, step: int) -> None:
+    @rule(step=st.integers(0, 200), limit=st.one_of(st.none(), st.integers(1, 3)))
+    def advance(self, step: int, limit: int | None) -> None:
         self.now += step
-        assert self.wheel.advance(self.now) == self.model.advance(self.now)
+        assert self.wheel.advance(self.now, limit) == self.model.advance(self.now, limit)
 
     @precondition(lambda self: self.wheel.next_expiry() is not None)
-    @rule()
-    def wake_up(self) -> None:
+    @rule(limit=st.one_of(st.none(), st.integers(1, 3)))
+    def wake_up(self, limit: int | None) -> None:
         expiry = self.wheel.next_expiry()
         assert expiry is not None
         self.now = max(self.now, expiry)
-        assert self.wheel.advance(self.now) == self.model.advance(self.now)
+        assert self.wheel.advance(self.now, limit) == self.model.advance(self.now, limit)
 
     @invariant()
     def agrees_with_model(self) -> None:
