@@ -17,25 +17,11 @@ that slot.
 Entries: one per due time, not per handle
 -----------------------------------------
 A slot is a dict from due time to an *entry*: the keys due at that millisecond, in insertion
-order. The wheel moves and expires entries, not handles, so a pulse of 500 000 handles sharing
-a due time costs a cascade one dict assignment (relinking the handles one by one stopped the
-daemon's loop for 150-200 ms, two or three times before the pulse). Cancel finds the entry
-from the key's due time (``_due``) and deletes the key from it. An entry's shape follows its
-size, because a dict per due time would double the memory of spread-out handles:
-
-* one key: the key itself (most due times of spread-out schedules);
-* up to ``_FEW`` keys: a ``_Few`` tuple, rebuilt on each change (at most ``_FEW`` keys copied
-  or compared);
-* more: a ``_Many`` list of dict *pages* of up to ``_PAGE`` keys, inserts going to the last
-  page (O(1) insert; cancel deletes from the page holding the key, one dict lookup per page:
-  one up to 65 536 sharing a due time, 8 for a 500 000 pulse). Pages, because the last
-  reference to a key handed out is its entry's: one dict of a 500 000 pulse freed at its last
-  hand-out held the loop 11 ms; a page freed once handed out costs about 1.5 ms.
-
-Measured against a dict entry per handle (tracemalloc, keys not counted): spread-out handles
-and pulses cost the same or less (76-95 and 74-82 bytes per handle), 3 to 16 handles sharing
-a due time much less (48-74 against 74-87); pairs cost more (90-97 against 82-87). Entries are
-told apart from keys by their private classes, never by their shape.
+order (:mod:`schedd.dueset`: their shapes and why). The wheel moves and expires entries, not
+handles, so a pulse of 500 000 handles sharing a due time costs a cascade one dict assignment
+(relinking the handles one by one stopped the daemon's loop for 150-200 ms, two or three times
+before the pulse). Cancel finds the entry from the key's due time (``_due``) and deletes the
+key from it.
 
 Levels, digits and slot widths
 ------------------------------
@@ -159,17 +145,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import Hashable, Iterator
 from operator import itemgetter
-from typing import Generic, TypeAlias, TypeVar
+from typing import Generic, TypeVar
 
+from schedd import dueset
 from schedd.errors import InvalidArgument
 
 K = TypeVar("K", bound=Hashable)
 
-#: The most keys an entry holds as a tuple; beyond, a dict (measured: 18-36 bytes per key in a
-#: tuple of 2-16, 40-116 in a dict of that size).
-_FEW = 16
-#: The most keys in one page of a ``_Many`` entry.
-_PAGE = 65_536
 #: ``_index`` answers for ticks the clock has reached, and for the overflow.
 _CURRENT = -1
 _OVERFLOW = -2
@@ -178,31 +160,12 @@ _by_time = itemgetter(0)
 _by_due = itemgetter(1)
 
 
-class _Few(tuple[K, ...]):
-    """The keys of a due time shared by a few handles (2 to ``_FEW``), in insertion order;
-    immutable, rebuilt on each change."""
-
-    __slots__ = ()
-
-
-class _Many(list[dict[K, None]]):
-    """The keys of a due time shared by many handles: pages of keys, in insertion order."""
-
-    __slots__ = ()
-
-
-#: The handles sharing one due time (see the module docstring).
-_Entry: TypeAlias = "K | _Few[K] | _Many[K]"
-#: Due time -> entry: a slot, ``_current``, an overflow bucket.
-_Entries: TypeAlias = "dict[int, _Entry[K]]"
-
-
 class _Round(Generic[K]):
     """The entries one advance expired, not all handed out yet."""
 
     __slots__ = ("due", "entries", "walking")
 
-    def __init__(self, entries: list[tuple[int, _Entry[K]]]) -> None:
+    def __init__(self, entries: list[tuple[int, dueset.Entry[K]]]) -> None:
         #: ``(due, entry)``, latest due first: the next one is at the end.
         self.entries = entries
         #: The keys left of a shared entry begun (``None`` between entries), due at ``due``.
@@ -247,15 +210,15 @@ class TimingWheel(Generic[K]):
         self._due: dict[K, int] = {}
         #: Entries whose tick is <= the clock's: due at the next advance, or (tick_ms > 1)
         #: later within the current tick.
-        self._current: _Entries[K] = {}
+        self._current: dueset.Entries[K] = {}
         #: A lower bound of the due times in ``_current`` (exact after each advance).
         self._current_min = 0
         #: Slot ``s`` of level ``L`` is ``_slots[(L << bits) | s]``; bit ``s`` of
         #: ``_bitmaps[L]`` is set exactly when that slot is non-empty.
-        self._slots: list[_Entries[K]] = [{} for _ in range(levels << self._bits)]
+        self._slots: list[dueset.Entries[K]] = [{} for _ in range(levels << self._bits)]
         self._bitmaps = [0] * levels
         #: Overflow window number -> bucket; each key is in ``_overflow_heap`` exactly once.
-        self._overflow: dict[int, _Entries[K]] = {}
+        self._overflow: dict[int, dueset.Entries[K]] = {}
         self._overflow_heap: list[int] = []
         #: Expired entries not handed out yet, oldest round first; none is empty.
         self._rounds: list[_Round[K]] = []
@@ -284,21 +247,7 @@ class TimingWheel(Generic[K]):
         if old is not None:
             self._unlink(key, old)
         self._due[key] = due_ms
-        entries = self._entries_for(due_ms)
-        entry = entries.setdefault(due_ms, key)
-        if entry is key:  # the first key of its due time (an equal one was unlinked above)
-            return
-        if isinstance(entry, _Many):
-            if len(entry[-1]) < _PAGE:
-                entry[-1][key] = None
-            else:
-                entry.append({key: None})
-        elif not isinstance(entry, _Few):
-            entries[due_ms] = _Few((entry, key))
-        elif len(entry) < _FEW:
-            entries[due_ms] = _Few((*entry, key))
-        else:
-            entries[due_ms] = _Many([dict.fromkeys((*entry, key))])
+        dueset.add(self._entries_for(due_ms), due_ms, key)
 
     def cancel(self, key: K) -> bool:
         """Forget ``key``; False if it was not held (already handed out, cancelled or never
@@ -375,9 +324,9 @@ class TimingWheel(Generic[K]):
 
     def _expire(self, now_ms: int) -> None:
         """Move the clock, detaching every entry due by ``now_ms`` into a new round."""
-        reached: list[tuple[int, _Entry[K]]] = []
+        reached: list[tuple[int, dueset.Entry[K]]] = []
         if self._current:
-            kept: _Entries[K] = {}
+            kept: dueset.Entries[K] = {}
             for due, entry in self._current.items():
                 if due <= now_ms:
                     reached.append((due, entry))
@@ -410,8 +359,8 @@ class TimingWheel(Generic[K]):
             round_ = rounds[-1]
             if round_.walking is None:
                 due, entry = round_.entries.pop()
-                if isinstance(entry, (_Few, _Many)):
-                    round_.due, round_.walking = due, _keys(entry)
+                if isinstance(entry, (dueset.Few, dueset.Many)):
+                    round_.due, round_.walking = due, dueset.keys(entry)
                 elif due_of.get(entry) == due:  # one key: no iterator to allocate
                     del due_of[entry]
                     out.append((entry, due))
@@ -432,13 +381,13 @@ class TimingWheel(Generic[K]):
                 rounds.pop()
         return out
 
-    def _detach_reached_slots(self, new_tick: int) -> list[_Entries[K]]:
+    def _detach_reached_slots(self, new_tick: int) -> list[dueset.Entries[K]]:
         """Detach, in time order, every slot and overflow bucket whose start is <= new_tick.
 
         At level L, a slot is reached when the clock leaves the level's window (every digit
         above L changes) or when digit L of the clock reaches the slot's digit.
         """
-        drained: list[_Entries[K]] = []
+        drained: list[dueset.Entries[K]] = []
         old_tick = self._tick
         bits, mask, slots = self._bits, self._mask, self._slots
         for level, bitmap in enumerate(self._bitmaps):
@@ -479,7 +428,7 @@ class TimingWheel(Generic[K]):
         level = top_bit // self._bits
         return (level << self._bits) | ((tick >> (level * self._bits)) & self._mask)
 
-    def _entries_for(self, due_ms: int) -> _Entries[K]:
+    def _entries_for(self, due_ms: int) -> dueset.Entries[K]:
         """The entries a due time belongs with, marked as about to hold it."""
         tick = due_ms // self._tick_ms
         index = self._index(tick)
@@ -503,50 +452,12 @@ class TimingWheel(Generic[K]):
         index = self._index(tick)
         if index >= 0:
             slot = self._slots[index]
-            _remove(slot, due_ms, key)
+            dueset.remove(slot, due_ms, key)
             if not slot:
                 self._bitmaps[index >> self._bits] &= ~(1 << (index & self._mask))
         elif index == _OVERFLOW:
             # An emptied bucket stays until it reaches the heap's top (see next_expiry).
-            _remove(self._overflow[tick >> self._wheel_bits], due_ms, key)
+            dueset.remove(self._overflow[tick >> self._wheel_bits], due_ms, key)
         elif due_ms in self._current:  # else detached: the round skips the key
             # _current_min may now be stale-low: still a valid lower bound.
-            _remove(self._current, due_ms, key)
-
-
-def _keys(entry: _Few[K] | _Many[K]) -> Iterator[K]:
-    return _page_by_page(entry) if isinstance(entry, _Many) else iter(entry)
-
-
-def _page_by_page(pages: _Many[K]) -> Iterator[K]:
-    """A detached entry's keys; each page is let go once walked (see ``_Many``)."""
-    pages.reverse()
-    while pages:
-        yield from pages.pop()
-
-
-def _remove(entries: _Entries[K], due_ms: int, key: K) -> None:
-    """Remove ``key`` from the entry of ``due_ms``, and the entry once empty.
-
-    Only in ``_current`` may the entry lack the key: its own was detached into a round and
-    this is a newer one at the same due time.
-    """
-    entry = entries[due_ms]
-    if isinstance(entry, _Many):
-        for at, page in enumerate(entry):
-            if key in page:
-                del page[key]
-                if not page:
-                    del entry[at]
-                break
-        if entry:
-            return
-    elif isinstance(entry, _Few):
-        if key in entry:
-            at = entry.index(key)
-            rest = entry[:at] + entry[at + 1 :]
-            entries[due_ms] = rest[0] if len(rest) == 1 else _Few(rest)
-        return
-    elif entry != key:
-        return
-    del entries[due_ms]
+            dueset.remove(self._current, due_ms, key)

@@ -18,7 +18,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from schedd import wheel as wheel_module
+from schedd import dueset
 from schedd.errors import InvalidArgument
 from schedd.wheel import TimingWheel
 
@@ -350,8 +350,8 @@ def test_a_pulse_lets_go_of_its_keys_page_by_page_as_they_are_handed_out(
 ) -> None:
     """The wheel holds a pulse's last references to its keys: freeing them all at its last
     hand-out would be one loop callback as long as the pulse is large."""
-    monkeypatch.setattr(wheel_module, "_FEW", 2)
-    monkeypatch.setattr(wheel_module, "_PAGE", 10)
+    monkeypatch.setattr(dueset, "FEW", 2)
+    monkeypatch.setattr(dueset, "PAGE", 10)
     wheel: TimingWheel[Key] = TimingWheel(NOW)
     refs = []
     for _ in range(100):
@@ -543,8 +543,8 @@ def test_random_operations_match_the_sorted_list_model(
     """Default entries keep most shared due times in the tuple form; tiny ones (tuples of 2,
     pages of 3) in the paged form, with pages filled, emptied and handed out midway."""
     if entries == "tiny":
-        monkeypatch.setattr(wheel_module, "_FEW", 2)
-        monkeypatch.setattr(wheel_module, "_PAGE", 3)
+        monkeypatch.setattr(dueset, "FEW", 2)
+        monkeypatch.setattr(dueset, "PAGE", 3)
     rng = random.Random(seed * 1_000 + shape["slots"] * 10 + shape["levels"])
     span = shape["tick_ms"] * shape["slots"] ** shape["levels"]  # the wheel's horizon
     now = rng.randrange(0, 10 * span)
