@@ -219,36 +219,37 @@ def _payload(n: dict[str, int], col: Col) -> list[Row]:
     ]
 
 
+def _at_least(share: float) -> Callable[[float, float | None, float | None], bool]:
+    """Met when schedd reaches ``share`` of the floor."""
+    return lambda s, pe, f: s >= share * (f or 0)
+
+
 def _execution(n: dict[str, int], col: Col) -> list[Row]:
     """Scenarios 2 (end to end) and 7 (recovery)."""
+    e2e = (
+        ("python", f"2 e2e python {n['e2e_python']:,}, 2 workers", "floor_pipe", 0.7),
+        ("command", f"2 e2e /bin/true {n['e2e_command']:,}, 2 at once", "floor_spawn2", 0.8),
+    )
     return [
-        Row(
-            f"2 e2e python {n['e2e_python']:,}, 2 workers",
-            "tasks/s",
-            col("schedd_e2e_python", "rate"),
-            floor=col("floor_pipe", "rate"),
-            target=">=0.7 floor",
-            met=lambda s, pe, f: s >= 0.7 * (f or 0),
-        ),
-        Row(
-            "  floor with a durable start per task",
-            "tasks/s",
-            col("schedd_e2e_python", "rate"),
-            floor=col("floor_pipe_durable", "rate"),
-        ),
-        Row(
-            f"2 e2e /bin/true {n['e2e_command']:,}, 2 at once",
-            "tasks/s",
-            col("schedd_e2e_command", "rate"),
-            floor=col("floor_spawn2", "rate"),
-            target=">=0.8 floor",
-            met=lambda s, pe, f: s >= 0.8 * (f or 0),
-        ),
-        Row(
-            "  floor with a durable start per task",
-            "tasks/s",
-            col("schedd_e2e_command", "rate"),
-            floor=col("floor_spawn2_durable", "rate"),
+        *(
+            row
+            for kind, label, floor, share in e2e
+            for row in (
+                Row(
+                    label,
+                    "tasks/s",
+                    col(f"schedd_e2e_{kind}", "rate"),
+                    floor=col(floor, "rate"),
+                    target=f">={share} floor",
+                    met=_at_least(share),
+                ),
+                Row(
+                    "  floor with a durable start per task",
+                    "tasks/s",
+                    col(f"schedd_e2e_{kind}", "rate"),
+                    floor=col(f"{floor}_durable", "rate"),
+                ),
+            )
         ),
         Row(
             f"7 recovery, {n['pulse'] - 1:,} committed + 1 running",
