@@ -13,7 +13,7 @@ import sqlite3
 from typing import Any
 
 from bench.common import Daemon, config, lateness_summary, running, wait_until, wall_ms, workdir
-from bench.pulse import at_schedules
+from bench.pulse import BLOCKER, at_schedules
 
 TASKS = {
     "python": 'python = "os:getpid"',
@@ -24,7 +24,7 @@ TASKS = {
 def end_to_end(n: int, kind: str, lead_s: float, workers: int = 2) -> dict[str, Any]:
     with workdir("e2e") as root:
         due = wall_ms() + int(lead_s * 1000)
-        schedules = at_schedules(n, due).replace('command = ["/bin/sleep", "3600"]', TASKS[kind])
+        schedules = at_schedules(n, due).replace(f"command = {BLOCKER}", TASKS[kind])
         daemon = Daemon(root, config(schedules, workers=workers))
         with running(daemon):
             daemon.start(timeout_s=lead_s + 300)

@@ -12,6 +12,7 @@ round's starts, start them all, wait for all), the best case for grouping those 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import sqlite3
@@ -137,11 +138,9 @@ def _insert(db: sqlite3.Connection, sql: str, rows: Iterator[tuple[Any, ...]], b
 class _Starts:
     """The durable start of each task: rows committed, a round's in one transaction."""
 
-    def __init__(self, tmp: str) -> None:
-        self.db = sqlite3.connect(Path(tmp) / "starts.db", isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, started INTEGER NOT NULL)")
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, started INTEGER NOT NULL)")
 
     def commit(self, tasks: int) -> None:
         self.db.execute("BEGIN IMMEDIATE")
@@ -149,10 +148,23 @@ class _Starts:
         self.db.execute("COMMIT")
 
 
+@contextlib.contextmanager
+def _durable_starts(durable: bool) -> Iterator[_Starts | None]:
+    """A start log in a temporary store if ``durable``, else None."""
+    if not durable:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        db = _wal(Path(tmp) / "starts.db")
+        try:
+            yield _Starts(db)
+        finally:
+            db.close()
+
+
 def spawn(n: int, parallel: int, durable: bool = False) -> dict[str, Any]:
     """``/bin/true`` with ``parallel`` processes at a time, as bare as subprocess gets."""
-    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        starts = _Starts(tmp) if durable else None
+    with _durable_starts(durable) as starts:
         t0 = now_s()
         running: list[subprocess.Popen[bytes]] = []
         left = n
@@ -172,8 +184,6 @@ def spawn(n: int, parallel: int, durable: bool = False) -> dict[str, Any]:
         for proc in running:
             proc.wait()
         elapsed = now_s() - t0
-        if starts is not None:
-            starts.db.close()
     return {"rate": n / elapsed}
 
 
@@ -194,13 +204,8 @@ def pipe_round_trip(n: int, workers: int = 2, durable: bool = False) -> dict[str
     The controller keeps every worker busy (one message in flight each), as a pool does; with
     ``durable``, in lock-step rounds whose starts are committed first.
     """
-    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        starts = _Starts(tmp) if durable else None
-        try:
-            return {"rate": n / asyncio.run(_echo(n, workers, starts))}
-        finally:
-            if starts is not None:
-                starts.db.close()
+    with _durable_starts(durable) as starts:
+        return {"rate": n / asyncio.run(_echo(n, workers, starts))}
 
 
 def _forward(fd: int, queue: asyncio.Queue[bytes]) -> None:

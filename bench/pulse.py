@@ -22,6 +22,7 @@ Figures:
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 from typing import Any
@@ -42,7 +43,9 @@ from bench.common import (
     workdir,
 )
 
-BLOCKER = '["/bin/sleep", "3600"]'
+#: The task that holds the one worker slot, so firings stay committed (and its TOML text).
+BLOCKER_ARGV = ["/bin/sleep", "3600"]
+BLOCKER = json.dumps(BLOCKER_ARGV)
 FAR_FUTURE_MS = 4_102_444_800_000  # 2100-01-01
 
 
@@ -55,7 +58,7 @@ def pulse(n: int, lead_s: float) -> dict[str, Any]:
     """One pulse on a fresh store; ``lead_s`` must cover start-up and adding N schedules."""
     with workdir("pulse") as root:
         due = wall_ms() + int(lead_s * 1000)
-        at = {"at": rfc3339_ms(due), "command": ["/bin/sleep", "3600"]}
+        at = {"at": rfc3339_ms(due), "command": BLOCKER_ARGV}
         daemon = Daemon(root, config(workers=1))
         with running(daemon):
             daemon.start()

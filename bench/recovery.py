@@ -13,7 +13,7 @@ import signal
 from typing import Any
 
 from bench.common import Daemon, config, pipeline, running, wait_until, workdir
-from bench.pulse import BLOCKER
+from bench.pulse import BLOCKER, BLOCKER_ARGV
 
 CONNECTIONS = 4
 WINDOW = 500
@@ -30,7 +30,7 @@ def recovery(n: int, reps: int) -> dict[str, Any]:
         daemon = Daemon(root, config(workers=1))
         with running(daemon):
             empty = daemon.start()
-            rate = submit_all(daemon, n, {"command": ["/bin/sleep", "3600"]})
+            rate = submit_all(daemon, n, {"command": BLOCKER_ARGV})
             wait_until(
                 lambda: daemon.call("status")["firings"]["unfinished"] >= n, 300, "submits stored"
             )
