@@ -21,6 +21,7 @@ from typing import Any
 
 from schedd.errors import TooLarge
 from schedd.model import (
+    CommandTask,
     Policies,
     PythonTask,
     TaskSpec,
@@ -75,8 +76,29 @@ def arguments_size(task: TaskSpec) -> int:
     return len(_canonical([list(task.argv), dict(task.env)]).encode())
 
 
+def _surely_within(task: TaskSpec, limit: int) -> bool:
+    """Whether a command's argv and env surely fit in ``limit`` bytes, told without encoding.
+
+    In the canonical JSON an ASCII string of n characters takes at most 6n + 2 bytes (6 for
+    an escaped control character, ``\\u001f``, plus its quotes) and one separator after it; the
+    brackets and braces around argv and env take 7. When that bound fits, so does the exact
+    size. Anything else (a non-ASCII string, a non-string, a Python task's arbitrary JSON) is
+    measured exactly, so the cap and its message do not depend on this shortcut.
+    """
+    if not isinstance(task, CommandTask):
+        return False
+    bound = 7
+    for text in (*task.argv, *task.env.keys(), *task.env.values()):
+        if not isinstance(text, str) or not text.isascii():
+            return False
+        bound += 6 * len(text) + 3
+    return bound <= limit
+
+
 def check_payload_size(task: TaskSpec, limit: int) -> None:
     """Raise :class:`TooLarge` if the task's arguments exceed ``limit`` bytes."""
+    if _surely_within(task, limit):
+        return
     size = arguments_size(task)
     if size > limit:
         raise TooLarge(

@@ -45,7 +45,6 @@ from schedd.model import (
     Overlap,
     Policies,
     ScheduleSpec,
-    TriggerSpec,
     policies_from_json,
     trigger_from_json,
 )
@@ -108,7 +107,7 @@ class Occurrences:
     latest: int
 
 
-def jitter_for(name: str, trigger: TriggerSpec, jitter_ms: int | None) -> int:
+def jitter_for(name: str, trigger: Trigger, jitter_ms: int | None) -> int:
     return stable_jitter_ms(name, jitter_bound_ms(trigger, jitter_ms))
 
 
@@ -128,7 +127,7 @@ def initial_marks(
     nxt = trigger.next_after(floor)
     if nxt is None:
         return None, None
-    return nxt, nxt + jitter_for(spec.name, spec.trigger, spec.jitter_ms)
+    return nxt, nxt + jitter_for(spec.name, trigger, spec.jitter_ms)
 
 
 def due_series(

@@ -13,7 +13,7 @@ Two choices make typos loud instead of silent:
   ``"1m1m"``): anything else is more likely a slip than an intention.
 
 Fractions are allowed where they land on a whole millisecond or byte (``"1.5s"``,
-``"0.5KiB"``) and parsed exactly with :class:`fractions.Fraction`, never through a float.
+``"0.5KiB"``) and parsed exactly, as an integer over a power of ten, never through a float.
 ``format_duration``/``format_size`` are the display inverses; ``parse_duration`` reads back
 whatever ``format_duration`` writes.
 
@@ -24,7 +24,7 @@ duration follows the rules above, and a unit alone means one of it (``"100/h"``)
 from __future__ import annotations
 
 import re
-from fractions import Fraction
+from collections.abc import Callable
 
 from schedd.errors import InvalidArgument
 from schedd.ratelimit import Rate
@@ -56,6 +56,20 @@ _SIZE_DISPLAY = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1
 
 #: One ``<number><unit>`` term; the unit is matched loosely so a wrong one can be named.
 _TERM = re.compile(r"(\d+(?:\.\d+)?)([^\d.]*)")
+#: A duration of one whole term, ``"90000s"``: by far the most common form, read in one step.
+_PLAIN = re.compile(r"(\d+)(ms|[dhms])")
+#: Each unit's place in the largest-first order.
+_RANK = {unit: rank for rank, unit in enumerate(_DURATION_UNITS)}
+
+
+def _exact(number: str) -> tuple[int, int]:
+    """A matched ``<digits>[.<digits>]`` as ``(numerator, 10**decimals)``: ``"1.25"`` → (125, 100).
+
+    Digits are read by ``int``, so any Unicode decimal digit counts, as ``\\d`` matched it.
+    """
+    whole, _, decimals = number.partition(".")
+    scale = 10 ** len(decimals)
+    return int(whole) * scale + (int(decimals) if decimals else 0), scale
 
 
 def parse_duration(value: str | int, *, allow_zero: bool = False) -> int:
@@ -79,10 +93,19 @@ def parse_duration(value: str | int, *, allow_zero: bool = False) -> int:
         raise bad(f'empty; write a number and a unit ({_UNIT_LIST}), e.g. "30s"')
     if value.startswith("-"):
         raise bad("must not be negative")
-    total = Fraction(0)
+    plain = _PLAIN.fullmatch(value)
+    total = int(plain[1]) * _DURATION_UNITS[plain[2]] if plain else _sum_terms(value, bad)
+    if total == 0 and not allow_zero:
+        raise bad("must be greater than zero")
+    return total
+
+
+def _sum_terms(value: str, bad: Callable[[str], InvalidArgument]) -> int:
+    """The general form, ``"1h30m"``, ``"1.5s"``: every term checked, summed exactly in ms."""
+    # The total so far is numerator / scale ms, scale the largest power of ten seen yet.
+    numerator, scale = 0, 1
     pos = 0
     last_rank = -1
-    ranks = list(_DURATION_UNITS)
     while pos < len(value):
         m = _TERM.match(value, pos)
         if m is None:
@@ -92,17 +115,19 @@ def parse_duration(value: str | int, *, allow_zero: bool = False) -> int:
             raise bad(f'missing unit after {number}; write e.g. "{number}s" or "{number}ms"')
         if unit not in _DURATION_UNITS:
             raise bad(f'unknown unit "{unit}" (use {_UNIT_LIST})')
-        rank = ranks.index(unit)
+        rank = _RANK[unit]
         if rank <= last_rank:
             raise bad('units must go from largest to smallest, each once, e.g. "1h30m"')
         last_rank = rank
-        total += Fraction(number) * _DURATION_UNITS[unit]
+        term, term_scale = _exact(number)
+        if term_scale > scale:
+            numerator, scale = numerator * (term_scale // scale), term_scale
+        numerator += term * _DURATION_UNITS[unit] * (scale // term_scale)
         pos = m.end()
-    if total.denominator != 1:
+    total, rest = divmod(numerator, scale)
+    if rest:
         raise bad("finer than a millisecond")
-    if total == 0 and not allow_zero:
-        raise bad("must be greater than zero")
-    return int(total)
+    return total
 
 
 def format_duration(ms: int) -> str:
@@ -148,10 +173,11 @@ def parse_size(value: str | int) -> int:
         raise bad(f'missing unit; write e.g. "{number}B" or "{number}KiB"')
     if unit not in _SIZE_UNITS:
         raise bad(f'unknown unit "{unit}" (use {", ".join(_SIZE_UNITS)})')
-    total = Fraction(number) * _SIZE_UNITS[unit]
-    if total.denominator != 1:
+    numerator, scale = _exact(number)
+    total, rest = divmod(numerator * _SIZE_UNITS[unit], scale)
+    if rest:
         raise bad("not a whole number of bytes")
-    return int(total)
+    return total
 
 
 def format_size(n: int) -> str:

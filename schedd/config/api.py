@@ -10,7 +10,6 @@ daemon's ``[defaults]`` and tenants. Problems come back as one :class:`ConfigErr
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 from schedd import model
@@ -42,11 +41,17 @@ def api_schedule(name: str, spec: object, config: Config) -> model.ScheduleSpec:
     table = _table(spec, "spec")
     at = _root("spec", config)
     built = build_schedule(
-        name, table, config.defaults, config.tenants.keys(), config.lanes.keys(), at
+        name,
+        table,
+        config.defaults,
+        config.tenants.keys(),
+        config.lanes.keys(),
+        at,
+        model.Source.API,
     )
     if at.ctx.problems or built is None:
         raise ConfigError(at.ctx.problems or [("spec", "is not a valid schedule")])
-    return dataclasses.replace(built, source=model.Source.API)
+    return built
 
 
 def api_task(task: object, config: Config) -> tuple[model.TaskSpec, model.Policies, str | None]:

@@ -206,7 +206,9 @@ def _schedules(
         spec = (
             None
             if table is None
-            else build_schedule(name, table, defaults, tenants, lanes, at / name)
+            else build_schedule(
+                name, table, defaults, tenants, lanes, at / name, model.Source.CONFIG
+            )
         )
         if spec is not None:
             specs.append(spec)

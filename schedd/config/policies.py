@@ -19,6 +19,8 @@ from schedd.units import format_duration
 
 #: Where a ``[defaults]`` value comes from when the file does not set it.
 BUILT_IN = "schedd's built-in defaults"
+#: The ``model.Policies`` fields among a table's values.
+_ATTRS = frozenset(key.attr for key in POLICIES.values())
 
 
 def merge_policies(
@@ -30,13 +32,12 @@ def merge_policies(
     """
     retry: Patch | None = values.get("retry")
     changes: dict[str, Any] = {}
-    for key in POLICIES.values():
-        if key.attr in values:
-            value = values.pop(key.attr)
-            changes[key.attr] = (
-                value.over(getattr(base, key.attr)) if isinstance(value, Patch) else value
-            )
-    policies = dataclasses.replace(base, **changes)
+    written = [attr for attr in values if attr in _ATTRS]
+    for attr in written:
+        value = values.pop(attr)
+        changes[attr] = value.over(getattr(base, attr)) if isinstance(value, Patch) else value
+    # Most schedules set no policy at all and share ``base`` itself (it is frozen).
+    policies = dataclasses.replace(base, **changes) if changes else base
     if retry is not None:
         _check_backoff(policies.retry, set(retry.fields) & {"base_ms", "max_ms"}, at, inherited)
     return policies

@@ -32,8 +32,9 @@ def build_schedule(
     tenants: Collection[str],
     lanes: Collection[str],
     at: At,
+    source: model.Source,
 ) -> model.ScheduleSpec | None:
-    """The schedule at ``at``; None if it has any problem (all of them reported).
+    """The schedule at ``at``, marked ``source``; None if it has any problem (all reported).
 
     ``tenants`` and ``lanes`` are the names of the ``[tenants.NAME]`` and ``[lanes.NAME]``
     tables (``default`` among the lanes), valid or not: a tenant with a bad ``retry_budget`` is
@@ -66,7 +67,7 @@ def build_schedule(
         jitter_ms=jitter_ms,
         lane=lane,
         tenant=tenant,
-        source=model.Source.CONFIG,
+        source=source,
     )
 
 

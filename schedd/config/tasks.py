@@ -40,22 +40,27 @@ def build_task(
         return None
     kind = kinds[0]
     _report_misplaced(kind, table, at)
-    if any(key in table and key not in values for key in TASK_KEYS[kind]):
-        return None  # refused and reported
+    for key in TASK_KEYS[kind]:
+        if key in table and key not in values:
+            return None  # refused and reported
     task = _command(values, at) if kind == "command" else _python(values)
     if task is not None:
         _check_size(task, table, max_payload, at)
     return task
 
 
+#: For each kind of task, the keys of the other kind (but the other kind's own key, which
+#: cannot be in the table: then it would have both).
+_FOREIGN = {
+    kind: tuple(key for other, keys in TASK_KEYS.items() if other != kind for key in keys[1:])
+    for kind in TASK_KEYS
+}
+
+
 def _report_misplaced(kind: str, table: Mapping[str, object], at: At) -> None:
-    """Keys of the other kind of task (its first key, the kind itself, cannot be here)."""
-    for other, keys in TASK_KEYS.items():
-        if other == kind:
-            continue
-        for key in keys[1:]:
-            if key in table:
-                (at / key).problem(f"{key} {_MISPLACED[kind]}")
+    for key in _FOREIGN[kind]:
+        if key in table:
+            (at / key).problem(f"{key} {_MISPLACED[kind]}")
 
 
 def _command(values: Mapping[str, Any], at: At) -> model.CommandTask | None:

@@ -32,19 +32,37 @@ class Ctx:
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
-@dataclass(frozen=True)
 class At:
-    """A position in the document, by its dotted key, plus the walk's shared context."""
+    """A position in the document, by its dotted key, plus the walk's shared context.
 
-    key: str
-    ctx: Ctx
+    The dotted key is spelled out only when asked for (to report a problem): a walk makes a
+    position for every key it reads and almost none of them report anything, so quoting and
+    joining every key up front was most of the cost of reading a small table, such as each of
+    the thousand entries of one ``schedules.add_many``.
+    """
+
+    __slots__ = ("_key", "_parent", "_sub", "ctx")
+
+    def __init__(self, key: str, ctx: Ctx) -> None:
+        self._key: str | None = key
+        self._parent: At | None = None
+        self._sub: str | int = ""
+        self.ctx = ctx
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            assert self._parent is not None  # only a root is made with its key
+            self._key = _join(self._parent.key, self._sub)
+        return self._key
 
     def __truediv__(self, sub: str | int) -> At:
-        if isinstance(sub, int):
-            return At(f"{self.key}[{sub}]", self.ctx)
-        # Quote like TOML does, so ``schedules."db.backup".cron`` stays unambiguous.
-        part = sub if _BARE_KEY.fullmatch(sub) else json.dumps(sub, ensure_ascii=False)
-        return At(f"{self.key}.{part}" if self.key else part, self.ctx)
+        child = object.__new__(At)
+        child._key, child._parent, child._sub, child.ctx = None, self, sub, self.ctx
+        return child
+
+    def __repr__(self) -> str:
+        return f"At({self.key!r})"
 
     def problem(self, message: str) -> None:
         self.ctx.problems.append((self.key, message))
@@ -52,6 +70,14 @@ class At:
     def problem_count(self) -> int:
         """How many problems the whole walk has found so far (to tell whether a part added any)."""
         return len(self.ctx.problems)
+
+
+def _join(key: str, sub: str | int) -> str:
+    if isinstance(sub, int):
+        return f"{key}[{sub}]"
+    # Quote like TOML does, so ``schedules."db.backup".cron`` stays unambiguous.
+    part = sub if _BARE_KEY.fullmatch(sub) else json.dumps(sub, ensure_ascii=False)
+    return f"{key}.{part}" if key else part
 
 
 class Invalid(Exception):

@@ -13,10 +13,14 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schedd.errors import InvalidArgument
 from schedd.model import CronSpec, IntervalSpec, OnceSpec, TriggerSpec
 from schedd.triggers import (
+    _Cron,
+    _daily_period_ms,
     jitter_bound_ms,
     make_trigger,
     occurrences,
@@ -205,6 +209,53 @@ def test_cron_period_hint_is_the_shortest_gap() -> None:
     assert make_trigger(cron("* * * * * */2")).period_hint_ms() == 2_000
 
 
+@pytest.mark.parametrize(
+    ("expr", "daily"),
+    [
+        ("30 2 * * *", True),
+        ("@daily", True),
+        ("0 9,17 * * *", True),
+        ("0 0,23 * * *", True),  # the shortest gap goes round midnight
+        ("59 23 * * *", True),
+        ("0-5/5 3 * * *", True),
+        ("0 0-7 * * *", True),  # 8 times a day: the samples still go round the day
+        ("0 0-8 * * *", False),  # 9: they do not
+        ("5 3 * * * 10,40", True),
+        ("5 3 * * * *", False),
+        ("*/15 * * * *", False),
+        ("0 9 * * 1-5", False),
+        ("0 0 1 * *", False),
+        ("0 0 * 1-6 *", False),
+        ("0 0 L * *", False),
+        ("0 0 1-31 * *", True),  # a full range is "*" to croniter
+        ("0 0 1-31 * 0-7", False),  # but not both days: it keeps them for their "or"
+    ],
+)
+def test_a_daily_cron_period_is_worked_out_as_sampling_finds_it(expr: str, daily: bool) -> None:
+    trigger = make_trigger(cron(expr))
+    assert isinstance(trigger, _Cron)
+    assert (_daily_period_ms(trigger._iter.expanded) is not None) == daily
+    assert trigger.period_hint_ms() == trigger._sampled_period_ms()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sets(st.integers(0, 59), min_size=1, max_size=3),
+    st.sets(st.integers(0, 23), min_size=1, max_size=4),
+    st.sets(st.integers(0, 59), max_size=2),
+)
+def test_any_daily_cron_period_is_worked_out_as_sampling_finds_it(
+    minutes: set[int], hours: set[int], seconds: set[int]
+) -> None:
+    fields = [minutes, hours] + ([seconds] if seconds else [])
+    expr = " ".join(",".join(map(str, sorted(f))) for f in fields[:2]) + " * * *"
+    if seconds:
+        expr += " " + ",".join(map(str, sorted(seconds)))
+    trigger = make_trigger(cron(expr))
+    assert isinstance(trigger, _Cron)
+    assert trigger.period_hint_ms() == trigger._sampled_period_ms()
+
+
 # --- intervals and one-shots ------------------------------------------------------------------
 
 
@@ -263,12 +314,12 @@ def test_occurrences_returns_nothing_for_a_zero_count() -> None:
 def test_jitter_bound_defaults_to_a_tenth_of_the_period_capped_at_a_minute(
     spec: TriggerSpec, jitter_ms: int | None, expected: int
 ) -> None:
-    assert jitter_bound_ms(spec, jitter_ms) == expected
+    assert jitter_bound_ms(make_trigger(spec), jitter_ms) == expected
 
 
 def test_negative_jitter_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="jitter must not be negative"):
-        jitter_bound_ms(IntervalSpec(10_000), -1)
+        jitter_bound_ms(make_trigger(IntervalSpec(10_000)), -1)
 
 
 def test_stable_jitter_is_pinned_across_processes_and_versions() -> None:
