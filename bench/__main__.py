@@ -108,6 +108,7 @@ def run(quick: bool, scale: float, reps: int) -> dict[str, Any]:
         r.child("floor_timer", "bench.floors:timer_pulse", n=n["pulse"])
         r.child("floor_sqlite", "bench.floors:sqlite_inserts", n=n["pulse"])
         r.child("floor_schedd_rows", "bench.floors:schedd_firings", n=n["pulse"])
+        r.child("floor_adds", "bench.floors:schedd_adds", n=n["store"])
         r.child("floor_spawn1", "bench.floors:spawn", n=n["spawn"], parallel=1)
         r.child("floor_spawn2", "bench.floors:spawn", n=n["spawn"], parallel=2)
         r.child("floor_pipe", "bench.floors:pipe_round_trip", n=n["pipe"])
@@ -130,6 +131,7 @@ def run(quick: bool, scale: float, reps: int) -> dict[str, Any]:
             r(f"schedd_e2e_{kind}", partial(e2e.end_to_end, count, kind, lead(count)))
     print(f"# once ({now_s() - t0:.0f}s)", file=sys.stderr)
     r.child("floor_commits", "bench.floors:commit_latency", seconds=min(steady_s, 20.0))
+    r.child("floor_steady", "bench.steady_floor:group_commit", n=n["steady"], duration_s=steady_s)
     r("schedd_steady", lambda: steady.steady(n["steady"], steady_s))
     for key, size in (("tiny", 0), ("64k", payload.NEAR_CAP)):
         r(f"schedd_payload_{key}", partial(payload.payload, n["payload"], size))

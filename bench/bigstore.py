@@ -36,12 +36,37 @@ WINDOW = 4
 Request = tuple[str, dict[str, Any]]
 
 
+DAY_MS = 86_400_000
+
+
+def _cron_minute(i: int) -> int:
+    """The minute of the day of odd schedule ``i``'s daily cron."""
+    return (i // 2) % 1440
+
+
+def _interval_s(i: int) -> int:
+    """The period of even schedule ``i``, 1 to 2 days."""
+    return 86_400 + (i * 7919) % 86_400
+
+
 def mixed_spec(i: int) -> dict[str, Any]:
     """Schedule ``i``: a daily cron at a minute spread over the day, or a 1-2 day interval."""
     if i % 2:
-        minute = (i // 2) % 1440
+        minute = _cron_minute(i)
         return {"cron": f"{minute % 60} {minute // 60} * * *", "command": ["/bin/true"]}
-    return {"every": f"{86_400 + (i * 7919) % 86_400}s", "command": ["/bin/true"]}
+    return {"every": f"{_interval_s(i)}s", "command": ["/bin/true"]}
+
+
+def mixed_next_ms(i: int, now_ms: int) -> int:
+    """When schedule ``i`` next fires after ``now_ms`` (UTC, no jitter), by arithmetic rather
+    than croniter: the floor of adding (:func:`bench.floors.schedd_adds`) stores keys spread
+    over the next two days as schedd's are, since scattered index keys cost more to insert
+    than ascending ones."""
+    if i % 2:
+        at = now_ms - now_ms % DAY_MS + _cron_minute(i) * 60_000
+        return at if at > now_ms else at + DAY_MS
+    period_ms = _interval_s(i) * 1000
+    return (now_ms // period_ms + 1) * period_ms
 
 
 class AddRequests(Sequence[Request]):

@@ -214,6 +214,12 @@ class Daemon:
         return Admin(self.socket).call(op, args)
 
 
+def request_line(request_id: int, op: str, args: dict[str, Any]) -> bytes:
+    """One admin request as its bytes on the wire: the client's encoding, stated once so a
+    floor can decode exactly what the daemon reads."""
+    return (json.dumps({"id": request_id, "op": op, "args": args}) + "\n").encode()
+
+
 class Admin:
     """A minimal client of the admin protocol (newline-delimited JSON), pipelining allowed.
 
@@ -234,8 +240,7 @@ class Admin:
 
     def send(self, op: str, args: dict[str, Any]) -> None:
         self.next_id += 1
-        line = json.dumps({"id": self.next_id, "op": op, "args": args}) + "\n"
-        self.sock.sendall(line.encode())
+        self.sock.sendall(request_line(self.next_id, op, args))
 
     def receive(self) -> Any:
         answer = json.loads(self.reader.readline())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import sqlite3
 import subprocess
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import lateness_summary, now_s, sleep_s
+from bench.common import lateness_summary, now_s, request_line, sleep_s
 
 
 def timer_pulse(n: int) -> dict[str, Any]:
@@ -52,19 +53,27 @@ def timer_pulse(n: int) -> dict[str, Any]:
 AT_MS = 1_900_000_000_000
 
 
+#: A firing as bare as it gets: a unique key, its schedule, when it is due.
+FIRINGS_TABLE = (
+    "CREATE TABLE firings (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+    " schedule TEXT NOT NULL, due_ms INTEGER NOT NULL, state TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL)"
+)
+#: One row of :data:`FIRINGS_TABLE`: ``(key, schedule, due_ms, created_ms)``.
+FIRING_INSERT = (
+    "INSERT INTO firings (key, schedule, due_ms, state, created_ms)"
+    " VALUES (?, ?, ?, 'committed', ?)"
+)
+
+
 def sqlite_inserts(n: int, batch: int = 5000) -> dict[str, Any]:
     """Rows shaped like a firing, ``batch`` per transaction, WAL + synchronous=FULL (fsync)."""
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        db = _wal(Path(tmp) / "floor.db")
-        db.execute(
-            "CREATE TABLE firings (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
-            " schedule TEXT NOT NULL, scheduled_for_ms INTEGER NOT NULL, state TEXT NOT NULL,"
-            " created_ms INTEGER NOT NULL)"
-        )
+        db = open_wal(Path(tmp) / "floor.db")
+        db.execute(FIRINGS_TABLE)
         elapsed = _insert(
             db,
-            "INSERT INTO firings (key, schedule, scheduled_for_ms, state, created_ms)"
-            " VALUES (?, ?, ?, 'committed', ?)",
+            FIRING_INSERT,
             ((f"p{i}@2030-01-01T00:00:00.000Z", f"p{i}", AT_MS, 0) for i in range(n)),
             batch,
         )
@@ -72,18 +81,25 @@ def sqlite_inserts(n: int, batch: int = 5000) -> dict[str, Any]:
     return {"rate": n / elapsed}
 
 
+def _schedd_store(path: Path) -> sqlite3.Connection:
+    """A store with schedd's own schema (its migrations: every table and index) and the one
+    payload its rows point to."""
+    from schedd.store.schema import MIGRATIONS
+
+    db = open_wal(path)
+    for step in MIGRATIONS:
+        for stmt in step:
+            db.execute(stmt)
+    db.execute("INSERT INTO payloads (id, sha256, size, body) VALUES (1, 'x', 2, '{}')")
+    return db
+
+
 def schedd_firings(n: int, batch: int = 500) -> dict[str, Any]:
     """The same rows into schedd's own ``firings`` table (its schema, every index), ``batch``
     per transaction as the dispatcher writes them: what the layout costs, with no Python of
     schedd's around it."""
-    from schedd.store.schema import MIGRATIONS
-
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        db = _wal(Path(tmp) / "schedd.db")
-        for step in MIGRATIONS:
-            for stmt in step:
-                db.execute(stmt)
-        db.execute("INSERT INTO payloads (id, sha256, size, body) VALUES (1, 'x', 2, '{}')")
+        db = _schedd_store(Path(tmp) / "schedd.db")
         elapsed = _insert(
             db,
             "INSERT INTO firings (key, schedule_id, schedule, scheduled_for_ms, due_ms, state,"
@@ -96,12 +112,61 @@ def schedd_firings(n: int, batch: int = 500) -> dict[str, Any]:
     return {"rate": n / elapsed}
 
 
+#: A spec hash as long as schedd's (SHA-256 in hex), computed by nobody.
+_SPEC_HASH = "0" * 64
+_SCHEDULE_INSERT = (
+    "INSERT INTO schedules (name, source, rule, payload_id, spec_hash, task_kind, next_fire_ms,"
+    " next_due_ms, paused, created_ms, updated_ms) VALUES (?, ?, ?, 1, ?, 'command', ?, ?, 0, ?, ?)"
+)
+
+
+def schedd_adds(n: int) -> dict[str, Any]:
+    """Scenario 4's floor: the ``schedules.add_many`` request lines ``bigstore`` sends (the same
+    bytes, built here one request at a time), each decoded with ``json.loads`` and its
+    schedules inserted into schedd's own ``schedules`` table in one transaction, with nothing
+    of schedd's around it: no validation, no encoding but the rule's ``json.dumps``, no
+    croniter (the next-due keys are precomputed, spread as schedd's are).
+
+    Only the decoding and the inserting are timed (``decode_s`` and ``insert_s``): building a
+    request is the client's work. It answers whether an add rate is reachable at all on this
+    machine by a process that must read and durably store each schedule.
+    """
+    from bench.bigstore import PER_REQUEST, AddRequests, mixed_next_ms
+
+    decode_s = insert_s = 0.0
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        db = _schedd_store(Path(tmp) / "schedd.db")
+        for k, (op, args) in enumerate(AddRequests(n)):
+            line = request_line(k, op, args)
+            first = k * PER_REQUEST
+            due = [mixed_next_ms(i, AT_MS) for i in range(first, min(n, first + PER_REQUEST))]
+            t0 = now_s()
+            entries = json.loads(line)["args"]["schedules"]
+            rows = [
+                (e["name"], "api", json.dumps(e["spec"]), _SPEC_HASH, d, d, AT_MS, AT_MS)
+                for e, d in zip(entries, due, strict=True)
+            ]
+            t1 = now_s()
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(_SCHEDULE_INSERT, rows)
+            db.execute("COMMIT")
+            decode_s += t1 - t0
+            insert_s += now_s() - t1
+        db.close()
+    return {
+        "n": n,
+        "rate": n / (decode_s + insert_s),
+        "decode_s": decode_s,
+        "insert_s": insert_s,
+    }
+
+
 def commit_latency(seconds: float, rows: int = 20, every_s: float = 0.02) -> dict[str, Any]:
     """How long one COMMIT of ``rows`` firing-sized rows takes on this disk, at the cadence of
     the steady state (about 50 batches a second), over ``seconds``: its tail is the tail any
     write-ahead firing waits for, once for its own batch and often once for the one before."""
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        db = _wal(Path(tmp) / "commits.db")
+        db = open_wal(Path(tmp) / "commits.db")
         db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE)")
         took: list[float] = []
         end = now_s() + seconds
@@ -118,7 +183,9 @@ def commit_latency(seconds: float, rows: int = 20, every_s: float = 0.02) -> dic
     return {"commits": len(took), **lateness_summary(took)}
 
 
-def _wal(path: Path) -> sqlite3.Connection:
+def open_wal(path: Path) -> sqlite3.Connection:
+    """A connection as schedd's writer has one (WAL, ``synchronous=FULL``: every COMMIT is
+    fsynced), in autocommit mode so each floor states its own transactions."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -155,7 +222,7 @@ def _durable_starts(durable: bool) -> Iterator[_Starts | None]:
         yield None
         return
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        db = _wal(Path(tmp) / "starts.db")
+        db = open_wal(Path(tmp) / "starts.db")
         try:
             yield _Starts(db)
         finally:

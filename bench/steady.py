@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -52,13 +53,19 @@ def interval_schedules(n: int) -> str:
     )
 
 
+def window_bounds(duration_s: float) -> tuple[int, int]:
+    """Wall ms ``[start, end)`` of a window of whole seconds starting at least
+    :data:`WARMUP_MS` from now."""
+    start = -(-(wall_ms() + WARMUP_MS) // 1000) * 1000
+    return start, start + int(duration_s * 1000)
+
+
 def steady(n: int, duration_s: float) -> dict[str, Any]:
     with workdir("steady") as root:
         daemon = Daemon(root, config(interval_schedules(n), workers=1))
         with running(daemon):
             daemon.start()
-            start = -(-(wall_ms() + WARMUP_MS) // 1000) * 1000
-            end = start + int(duration_s * 1000)
+            start, end = window_bounds(duration_s)
             with CommitWatch(daemon.db) as watch:
                 wait_until(lambda: wall_ms() >= start, 60, "steady window start", every_s=0.005)
                 cpu0, t0, rss0 = cpu_seconds(daemon.pid), now_s(), rss_bytes(daemon.pid)
@@ -66,30 +73,40 @@ def steady(n: int, duration_s: float) -> dict[str, Any]:
                 cpu1, t1, rss1 = cpu_seconds(daemon.pid), now_s(), rss_bytes(daemon.pid)
                 wait_until(lambda: wall_ms() >= end + GRACE_MS, 60, "steady grace")
             daemon.kill(signal.SIGTERM)  # ends the blocker
-        rows = _window(daemon, start, end)
+        figures = commit_figures(daemon.db, watch, n, start, end)
+    return {
+        "n": n,
+        **figures,
+        "cpu_share": (cpu1 - cpu0) / (t1 - t0),
+        "rss_start": rss0,
+        "rss_end": rss1,
+    }
+
+
+def commit_figures(db: Path, watch: CommitWatch, n: int, start: int, end: int) -> dict[str, Any]:
+    """Commit lateness of the firings of ``n`` every-second schedules due in ``[start, end)``,
+    as ``watch`` saw them committed to ``db``: the figures of this scenario, and of its floor
+    (:mod:`bench.steady_floor`), computed alike."""
+    rows = _window(db, start, end)
     commit = [float(c - due) for fid, due in rows if (c := watch.committed_ms(fid)) is not None]
     expected = n * (end - start) // 1000
     return {
-        "n": n,
         "duration_s": (end - start) / 1000,
         "expected": expected,
         "firings": len(rows),
         "unobserved": expected - len(commit),
         "commit_late": lateness_summary(commit),
-        "cpu_share": (cpu1 - cpu0) / (t1 - t0),
-        "rss_start": rss0,
-        "rss_end": rss1,
         "watch_polls": watch.polls,
     }
 
 
-def _window(daemon: Daemon, start: int, end: int) -> list[tuple[int, int]]:
+def _window(db: Path, start: int, end: int) -> list[tuple[int, int]]:
     """``(id, due_ms)`` of every firing due in ``[start, end)``."""
-    db = sqlite3.connect(f"file:{daemon.db}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return db.execute(
+        return conn.execute(
             "SELECT id, due_ms FROM firings WHERE due_ms >= ? AND due_ms < ?",
             (start, end),
         ).fetchall()
     finally:
-        db.close()
+        conn.close()
