@@ -5,8 +5,9 @@ does, the same for command and Python tasks:
 
 1. build the task's environment (allow-list, the task's own, the firing variables last);
 2. execute it: a command through :func:`~schedd.workers.command.run_command`, a Python call in
-   the :class:`~schedd.workers.pool.WorkerPool`; both record the run (with the process identity
-   crash recovery needs) through the same ``on_spawn`` as soon as the process is known;
+   the :class:`~schedd.workers.pool.WorkerPool`; both hand the process identity crash recovery
+   needs to the same ``on_spawn`` as soon as the process is known, which journals it and
+   starts committing the run's ``running`` row;
 3. judge the outcome with :func:`schedd.policies.after_run`: success, retry with backoff, dead,
    budget exhausted, or quarantine after the firing's second crash (crashes are stored with the
    firing, so a crash, a restart and a crash still count two);
@@ -14,11 +15,19 @@ does, the same for command and Python tasks:
    retry, or announce the quarantine (a warning naming schedule, key and reason, and the
    ``on_quarantine`` hook).
 
-Step 4 happens *after* :meth:`Attempts.run` returns, so the slot is free while the end commits:
-the start is the write-ahead record (a run is never sent to a process before its row is
-durable), but nothing waits on the end, and holding the slot for it put a second commit on every
-run's path (half the end-to-end rate). A crash before the end commits leaves the firing
-``running``, and recovery re-runs it with attempt + 1: the at-least-once suffix DESIGN §2 allows.
+**Nothing on a run's path waits for the disk.** The write-ahead record is the firing's
+``committed`` row (DESIGN §2), durable before the firing is handed to the runner, in group
+commits of up to hundreds. A run's own rows are written *beside* it: its ``running`` row commits
+while the task already runs (a command has been running since its spawn anyway), and its end
+commits after :meth:`Attempts.run` has returned and the slot is free, ordered after the start by
+the single writer. Waiting for either put a COMMIT and two thread hops on every run's path: with
+two slots the start alone held the end-to-end rate at two thirds of what it is without (and the
+end at half, before that). A start that cannot be stored while the task still runs (an operator
+removed the firing meanwhile, the disk failed) stops the task, as the executors do for any
+failing ``on_spawn``. A crash before the start commits is covered by the spawn journal
+(:mod:`schedd.spawnlog`: recovery kills the process group) and by recovery, which re-runs every
+unfinished firing, ``committed`` or ``running``, with attempt + 1; a crash before the end commits
+leaves the firing ``running``, re-run the same way: the at-least-once suffix DESIGN §2 allows.
 Retries and quarantine are announced only once the end is stored. :meth:`Attempts.settle`
 waits for these commits at shutdown.
 
@@ -30,8 +39,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from schedd import failpoints
 from schedd.clock import Clock
@@ -54,6 +64,8 @@ from schedd.workers.pool import PythonCall, WorkerPool
 from schedd.workers.procs import ProcessIdentity
 
 log = logging.getLogger("schedd.runner")
+
+T = TypeVar("T")
 
 
 class RunObserver(Protocol):
@@ -110,36 +122,31 @@ class Attempts:
         #: Set by the daemon: spawns recorded before their run row exists (crash safety).
         self.journal: SpawnJournal | None = None
         self._rand = rand
-        #: Ended runs whose record is being committed; the slot is already free (see ``run``).
-        self._recording: set[asyncio.Task[None]] = set()
+        #: Runs' start and end rows being committed beside the runs (see the module).
+        self._recording: set[asyncio.Task[object]] = set()
         self.started = 0
         self.finished = 0
 
     async def run(
         self, ticket: Ticket, payload: RunPayload, stop: asyncio.Future[str] | None
     ) -> RunOutcome:
-        """Run the attempt; its outcome once the task has ended (its end is stored behind)."""
+        """Run the attempt; its outcome once the task has ended (its rows are stored behind)."""
         firing_vars = {
             "SCHEDD_IDEMPOTENCY_KEY": ticket.key,
             "SCHEDD_SCHEDULED_FOR": format_instant(ticket.scheduled_for_ms),
             "SCHEDD_ATTEMPT": str(ticket.attempt),
             "SCHEDD_SCHEDULE": ticket.schedule,
         }
-        run_id: int | None = None
+        start: asyncio.Task[int] | None = None
 
-        async def on_spawn(ident: ProcessIdentity) -> None:
-            nonlocal run_id
-            # Before the first await: a crash from here on leaves a record recovery can act on.
+        def on_spawn(ident: ProcessIdentity) -> asyncio.Task[int]:
+            nonlocal start
+            # Synchronous, before the run's first await: a crash from here on leaves a record
+            # recovery can act on.
             if self.journal is not None:
                 self.journal.spawned(ident)
-            ref = ProcessRef(ident.pid, ident.pgid, ident.start_ticks)
-            await failpoints.hit("after_spawn_before_running_row")
             now = self._clock.wall_ms()
-            run_id = await self._store.start_run(ticket, ref, now)
-            if self.journal is not None:
-                self.journal.recorded(ident)
-            self.started += 1
-            self._events.changed(ticket.key, ticket.schedule)
+            start = self._behind(self._start(ticket, ident, now), "start")
             # Lateness is the scheduler's own: a first attempt against its occurrence. A retry's
             # start is decided by its backoff, not by how punctual the scheduler was.
             self.observer.run_started(
@@ -153,18 +160,15 @@ class Attempts:
                 ident.pid,
                 extra=_event(ticket, pid=ident.pid),
             )
+            return start
 
         started = self._clock.monotonic_ms()
         result = await self._execute(payload, firing_vars, on_spawn, stop)
-        if run_id is None:  # it never started (spawn failed): record the attempt anyway
-            run_id = await self._store.start_run(ticket, None, self._clock.wall_ms())
-        finish, verdict = self._judge(ticket, payload, run_id, result)
-        record = asyncio.create_task(
-            self._record(ticket, payload, finish, verdict, firing_vars),
-            name=f"schedd-record-{ticket.key}",
-        )
-        self._recording.add(record)
-        record.add_done_callback(self._recorded)
+        if start is None:  # it never started (spawn failed): record the attempt anyway
+            start = self._behind(self._start(ticket, None, self._clock.wall_ms()), "start")
+        verdict = self._judge(ticket, payload, result)
+        end = _End(ticket, payload, result, verdict, self._clock.wall_ms(), firing_vars)
+        self._behind(self._record(start, end), "end")
         duration = self._clock.monotonic_ms() - started
         self.observer.run_finished(ticket, result.outcome, verdict.state, duration)
         log.log(
@@ -186,20 +190,45 @@ class Attempts:
         return result.outcome
 
     async def settle(self) -> None:
-        """Wait until every ended run's record is committed (shutdown, before the store closes)."""
+        """Wait until every run's start and end rows are committed (shutdown, before the store
+        closes)."""
         while self._recording:
             await asyncio.wait(set(self._recording))
 
-    def _recorded(self, record: asyncio.Task[None]) -> None:
-        self._recording.discard(record)
-        if not record.cancelled() and (exc := record.exception()) is not None:
-            log.error("storing the end of a run failed: %s", exc, exc_info=exc)
+    def _behind(self, write: Coroutine[object, object, T], what: str) -> asyncio.Task[T]:
+        """Commit a run's row beside the run, tracked until done so :meth:`settle` waits."""
+        task = asyncio.create_task(write, name=f"schedd-run-{what}")
+        self._recording.add(task)
+        task.add_done_callback(self._recorded)
+        return task
+
+    def _recorded(self, task: asyncio.Task[Any]) -> None:
+        self._recording.discard(task)
+        if task.cancelled():
+            return
+        # A failed start also reaches the executor (which stops the task) or the end that
+        # waits for it; logged once, here.
+        if (exc := task.exception()) is not None:
+            log.error("storing a run failed: %s", exc, exc_info=exc)
+
+    async def _start(self, ticket: Ticket, ident: ProcessIdentity | None, now_ms: int) -> int:
+        """Commit the run's ``running`` row; its id."""
+        ref = None if ident is None else ProcessRef(ident.pid, ident.pgid, ident.start_ticks)
+        if ident is not None:
+            await failpoints.hit("after_spawn_before_running_row")
+        run_id = await self._store.start_run(ticket, ref, now_ms)
+        if ident is not None:
+            if self.journal is not None:
+                self.journal.recorded(ident)
+            self.started += 1
+        self._events.changed(ticket.key, ticket.schedule)
+        return run_id
 
     async def _execute(
         self,
         payload: RunPayload,
         firing_vars: dict[str, str],
-        on_spawn: Callable[[ProcessIdentity], Awaitable[None]],
+        on_spawn: Callable[[ProcessIdentity], Awaitable[object]],
         stop: asyncio.Future[str] | None,
     ) -> RunResult:
         task, policies = payload.task, payload.policies
@@ -238,55 +267,26 @@ class Attempts:
             request, self._clock, on_spawn=on_spawn, launcher=self._launcher, stop=stop
         )
 
-    def _judge(
-        self, ticket: Ticket, payload: RunPayload, run_id: int, result: RunResult
-    ) -> tuple[RunFinish, Verdict]:
-        """The run's stored end and its firing's next state (pure: nothing is stored yet)."""
-        crashed = result.outcome is RunOutcome.CRASH
-        verdict = after_run(
+    def _judge(self, ticket: Ticket, payload: RunPayload, result: RunResult) -> Verdict:
+        """The firing's next state (nothing is stored yet; a retry takes from the budget)."""
+        return after_run(
             result.outcome,
             attempt=ticket.attempt,
-            crashes=ticket.crashes + int(crashed),
+            crashes=ticket.crashes + int(result.outcome is RunOutcome.CRASH),
             retry=payload.policies.retry,
             now_ms=self._clock.wall_ms(),
             take_budget=lambda: self._budgets.take(payload.tenant, self._clock.monotonic_ms()),
             rand=self._rand,
         )
-        firing_reason = verdict.reason
-        # ``retry_budget_exhausted`` stays bare: scripts match on it; the run has its reason.
-        if firing_reason not in (None, BUDGET_EXHAUSTED) and result.reason:
-            firing_reason = f"{firing_reason}; last: {result.reason}"
-        finish = RunFinish(
-            run_id=run_id,
-            firing_id=ticket.firing_id,
-            outcome=result.outcome.value,
-            firing_state=verdict.state,
-            ended_ms=self._clock.wall_ms(),
-            exit_code=result.exit_code,
-            signal=result.signal,
-            reason=result.reason,
-            output=result.output,
-            output_bytes=len(result.output),
-            output_truncated=result.output_truncated,
-            crashed=crashed,
-            retry_at_ms=verdict.retry_at_ms,
-            firing_reason=firing_reason,
-        )
-        return finish, verdict
 
-    async def _record(
-        self,
-        ticket: Ticket,
-        payload: RunPayload,
-        finish: RunFinish,
-        verdict: Verdict,
-        firing_vars: dict[str, str],
-    ) -> None:
-        """Store the run's end and its firing's next state; then announce retries and
-        quarantine, which must not happen for an end that was never stored."""
+    async def _record(self, start: asyncio.Task[int], end: _End) -> None:
+        """Store the run's end and its firing's next state once its start is stored; then
+        announce retries and quarantine, which must not happen for an end never stored."""
+        run_id = await start
         await failpoints.hit("after_run_before_result")
-        await self._store.finish_run(finish)
+        await self._store.finish_run(end.finish(run_id))
         self.finished += 1
+        ticket, verdict = end.ticket, end.verdict
         self._events.changed(ticket.key, ticket.schedule)
         if verdict.state is FiringState.FAILED:
             assert verdict.retry_at_ms is not None
@@ -300,7 +300,7 @@ class Attempts:
             )
             self.on_retry(ticket.firing_id, verdict.retry_at_ms)
         elif verdict.state is FiringState.QUARANTINED:
-            reason = finish.firing_reason or "quarantined"
+            reason = end.firing_reason or "quarantined"
             log.warning(
                 "quarantined: schedule=%s key=%s reason=%r (schedctl dlq show %d)",
                 ticket.schedule,
@@ -309,11 +309,50 @@ class Attempts:
                 ticket.firing_id,
                 extra=_event(ticket, outcome="quarantined", reason=reason),
             )
-            hook = payload.policies.on_quarantine
+            hook = end.payload.policies.on_quarantine
             if hook:
                 self._hooks.quarantined(
-                    hook, firing_vars, firing_id=ticket.firing_id, reason=reason
+                    hook, end.firing_vars, firing_id=ticket.firing_id, reason=reason
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """An ended run as judged, waiting for its start's row id to be stored."""
+
+    ticket: Ticket
+    payload: RunPayload
+    result: RunResult
+    verdict: Verdict
+    ended_ms: int
+    firing_vars: dict[str, str]
+
+    @property
+    def firing_reason(self) -> str | None:
+        reason = self.verdict.reason
+        # ``retry_budget_exhausted`` stays bare: scripts match on it; the run has its reason.
+        if reason not in (None, BUDGET_EXHAUSTED) and self.result.reason:
+            return f"{reason}; last: {self.result.reason}"
+        return reason
+
+    def finish(self, run_id: int) -> RunFinish:
+        result, verdict = self.result, self.verdict
+        return RunFinish(
+            run_id=run_id,
+            firing_id=self.ticket.firing_id,
+            outcome=result.outcome.value,
+            firing_state=verdict.state,
+            ended_ms=self.ended_ms,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            reason=result.reason,
+            output=result.output,
+            output_bytes=len(result.output),
+            output_truncated=result.output_truncated,
+            crashed=result.outcome is RunOutcome.CRASH,
+            retry_at_ms=verdict.retry_at_ms,
+            firing_reason=self.firing_reason,
+        )
 
 
 def _event(

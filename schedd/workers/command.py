@@ -21,6 +21,8 @@ module is the life of one command run::
   unit's cgroup (``KillMode=``) gets it at stop.
 * **Cancellation** (the daemon stopping after its grace) and a failing ``on_spawn`` SIGKILL the
   group and reap it before the exception propagates: no run outlives the coroutine that owns it.
+  ``on_spawn`` is not waited for: what it returns (the caller storing the run's start) is
+  watched beside the leader, and only its *failure* ends the run, while the group still runs.
 * **Spawn failures** (no such file, not executable, bad ``cwd``, an env value with a NUL) are a
   ``FAILED`` result, not an exception: to the firing they are a failed attempt like any other.
 * **Stop** (overlap ``replace``): resolving the ``stop`` future with a reason takes the group
@@ -49,6 +51,7 @@ from schedd.workers.spawn import (
     DRAIN_MS,
     Child,
     done_of,
+    failure_of,
     kill_and_reap,
     stop_group,
     wait_any,
@@ -88,14 +91,14 @@ async def run_command(
     req: CommandRequest,
     clock: Clock,
     *,
-    on_spawn: Callable[[ProcessIdentity], Awaitable[None]],
+    on_spawn: Callable[[ProcessIdentity], Awaitable[object]],
     launcher: LimitedLauncher | None = None,
     stop: asyncio.Future[str] | None = None,
 ) -> RunResult:
     """Run ``req`` to the end (see the module docstring); only cancellation or ``on_spawn`` raise.
 
-    ``on_spawn`` is awaited once the process exists and its output is being read, before the
-    run is waited for: the caller records the identity for crash recovery there.
+    ``on_spawn`` is called once the process exists and its output is being read: the caller
+    records the identity for crash recovery there. What it returns is watched, not waited for.
     """
     launcher = launcher or LimitedLauncher()
     argv = ("/bin/sh", "-c", req.argv[0]) if req.shell else req.argv
@@ -109,8 +112,8 @@ async def run_command(
     child.sink = tail
     try:
         launcher.after_spawn(child.pid, req.limits)
-        await on_spawn(child.identity())
-        ending = await _supervise(child, clock, deadline, req.kill_grace_ms, stop)
+        started = asyncio.ensure_future(on_spawn(child.identity()))
+        ending = await _supervise(child, clock, deadline, req.kill_grace_ms, stop, started)
     except BaseException:
         await kill_and_reap(child)
         raise
@@ -139,10 +142,15 @@ async def _supervise(
     deadline: int | None,
     grace_ms: int,
     stop: asyncio.Future[str] | None,
+    started: asyncio.Future[object],
 ) -> Ending:
-    """Take the run from spawned to drained; why it ended."""
-    watched = (child.exited,) if stop is None else (child.exited, done_of(stop))
-    first = await wait_any(clock, deadline, *watched)
+    """Take the run from spawned to drained; why it ended. Raises what ``started`` raises if
+    it fails while the leader runs."""
+    stops = () if stop is None else (done_of(stop),)
+    failed = failure_of(started)
+    first = await wait_any(clock, deadline, child.exited, failed, *stops)
+    if first is failed:
+        started.result()  # raises its exception; the caller kills the group
     ending = Ending.EXITED
     if first is not child.exited:
         ending = Ending.TIMED_OUT if first is None else Ending.STOPPED

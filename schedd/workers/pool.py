@@ -103,6 +103,7 @@ from schedd.workers.spawn import (
     DRAIN_MS,
     Child,
     done_of,
+    failure_of,
     kill_and_reap,
     stop_group,
     wait_any,
@@ -220,6 +221,9 @@ class _Run:
     sending: asyncio.Task[None]
     deadline: int | None
     stop: asyncio.Future[str] | None
+    #: The caller storing the run's start, and what resolves if that fails.
+    started: asyncio.Future[object]
+    start_failed: asyncio.Future[None]
     #: The worker's CPU time before the run, so a CPU-limit kill is judged on the run's alone.
     cpu_before: int | None
 
@@ -358,14 +362,17 @@ class WorkerPool:
         self,
         call: PythonCall,
         *,
-        on_spawn: Callable[[ProcessIdentity], Awaitable[None]],
+        on_spawn: Callable[[ProcessIdentity], Awaitable[object]],
         stop: asyncio.Future[str] | None = None,
     ) -> RunResult:
         """Run ``call`` in a worker to its result; only cancellation or ``on_spawn`` raise.
 
         ``on_spawn`` gets the worker's identity just before the task is sent (the caller
         records it so crash recovery can kill the worker's group). If it raises, the task is
-        not sent and the worker goes back to the pool. Cancellation kills the worker.
+        not sent and the worker goes back to the pool. What it returns (the caller storing
+        the run's start) is not waited for: the task is sent at once, and only if that fails
+        while the task runs is the worker killed and the failure raised, as cancellation
+        kills it.
         """
         if not self._started or self._closing.done():
             raise Unavailable("worker pool is not running")
@@ -381,11 +388,11 @@ class WorkerPool:
                 return RunResult(RunOutcome.CANCELLED, None, None, CLOSED_REASON)
             return RunResult(RunOutcome.FAILED, None, None, f"worker failed to start: {exc}")
         try:
-            await on_spawn(worker.child.identity())
+            started = asyncio.ensure_future(on_spawn(worker.child.identity()))
         except BaseException:
             self._release(worker)  # nothing was sent: the worker is as clean as before
             raise
-        return await self._run_on(worker, call, run_id, frame, stop)
+        return await self._run_on(worker, call, run_id, frame, stop, started)
 
     async def _run_on(
         self,
@@ -394,6 +401,7 @@ class WorkerPool:
         run_id: int,
         frame: bytes,
         stop: asyncio.Future[str] | None,
+        started: asyncio.Future[object],
     ) -> RunResult:
         tail = OutputTail(self._settings.output_tail_bytes)
         worker.child.sink = tail
@@ -403,7 +411,9 @@ class WorkerPool:
         deadline = None if call.timeout_ms is None else self._clock.monotonic_ms() + call.timeout_ms
         arrival = worker.expect()
         sending = asyncio.ensure_future(worker.send(frame))
-        run = _Run(run_id, call, arrival, sending, deadline, stop, cpu_before)
+        run = _Run(
+            run_id, call, arrival, sending, deadline, stop, started, failure_of(started), cpu_before
+        )
         try:
             verdict = await self._supervise(worker, run)
         except BaseException:
@@ -416,7 +426,7 @@ class WorkerPool:
         """How the run ended (output aside); the worker is back, retiring, or buried."""
         child = worker.child
         stops = (self._closing,) if run.stop is None else (self._closing, done_of(run.stop))
-        watched = (run.arrival, child.exited, worker.broken, *stops)
+        watched = (run.arrival, child.exited, worker.broken, run.start_failed, *stops)
         first = await wait_any(self._clock, run.deadline, *watched)
         # Still sending only if the run ended without reading its task; the send must let go
         # of the socket before a teardown closes it.
@@ -424,6 +434,8 @@ class WorkerPool:
         await asyncio.wait({run.sending})
         if first is run.arrival:
             return await self._answered(worker, run)
+        if first is run.start_failed:
+            run.started.result()  # raises its exception; the caller buries the worker
         if first is worker.broken:
             return await self._broke(worker, run)
         if first is child.exited:

@@ -32,8 +32,8 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
-from typing import IO, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, Protocol
 
 from schedd.clock import Clock
 from schedd.workers.procs import ProcessIdentity, process_identity, signal_group
@@ -237,12 +237,24 @@ def _stdout(proc: subprocess.Popen[bytes]) -> IO[bytes]:
     return proc.stdout
 
 
-def done_of(fut: asyncio.Future[str]) -> asyncio.Future[None]:
+def done_of(fut: asyncio.Future[Any]) -> asyncio.Future[None]:
     """A ``Future[None]`` resolved when ``fut`` is, so it can be waited on with the others."""
+    return _resolved_if(fut, lambda _: True)
+
+
+def failure_of(fut: asyncio.Future[Any]) -> asyncio.Future[None]:
+    """A ``Future[None]`` resolved only if ``fut`` fails (raises or is cancelled): a run watches
+    its start's row being stored this way, and goes on untouched when it is."""
+    return _resolved_if(fut, lambda f: f.cancelled() or f.exception() is not None)
+
+
+def _resolved_if(
+    fut: asyncio.Future[Any], test: Callable[[asyncio.Future[Any]], bool]
+) -> asyncio.Future[None]:
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def resolve(_: asyncio.Future[str]) -> None:
-        if not done.done():
+    def resolve(f: asyncio.Future[Any]) -> None:
+        if not done.done() and test(f):
             done.set_result(None)
 
     fut.add_done_callback(resolve)

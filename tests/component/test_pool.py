@@ -90,7 +90,7 @@ class Spawns:
 async def run(
     pool: WorkerPool,
     c: PythonCall,
-    spawns: Spawns | None = None,
+    spawns: Callable[[ProcessIdentity], Awaitable[object]] | None = None,
     stop: asyncio.Future[str] | None = None,
 ) -> RunResult:
     async with asyncio.timeout(20):  # a hang fails here, not at pytest's global timeout
@@ -359,14 +359,51 @@ async def test_cancelled_run_kills_its_worker(pool: WorkerPool) -> None:
     assert (await run(pool, call("echo"))).outcome is RunOutcome.SUCCEEDED
 
 
-async def test_failing_on_spawn_propagates_and_keeps_the_worker(pool: WorkerPool) -> None:
-    async def store_down(identity: ProcessIdentity) -> None:
-        raise RuntimeError("store unavailable")
+async def test_on_spawn_raising_propagates_and_keeps_the_worker(pool: WorkerPool) -> None:
+    def journal_full(identity: ProcessIdentity) -> Awaitable[None]:
+        raise OSError("no space left on device")
 
     (worker,) = pool.stats().pids
-    with pytest.raises(RuntimeError, match="store unavailable"):
-        await pool.run(call("hard_exit", 1), on_spawn=store_down)
+    with pytest.raises(OSError, match="no space left"):
+        await pool.run(call("hard_exit", 1), on_spawn=journal_full)
     assert await pid_of_next_run(pool) == worker  # the task was never sent
+
+
+async def test_the_task_is_sent_without_waiting_for_its_start_to_be_stored(
+    pool: WorkerPool,
+) -> None:
+    stored = asyncio.Event()
+
+    async def slow_store(identity: ProcessIdentity) -> None:
+        await stored.wait()
+
+    try:
+        result = await run(pool, call("echo", "ran"), slow_store)
+    finally:
+        stored.set()
+    assert result.outcome is RunOutcome.SUCCEEDED, result
+    assert json.loads(result.output) == {"args": ["ran"], "kwargs": {}}
+
+
+async def test_a_start_that_fails_while_the_task_runs_kills_the_worker_and_propagates(
+    pool: WorkerPool,
+) -> None:
+    spawns = Spawns()
+    store_down = asyncio.Event()
+
+    async def start(identity: ProcessIdentity) -> None:
+        await spawns(identity)
+        await store_down.wait()
+        raise RuntimeError("store unavailable")
+
+    running = asyncio.create_task(run(pool, call("spawn_and_sleep"), start))
+    await spawns.called.wait()
+    store_down.set()
+    with pytest.raises(RuntimeError, match="store unavailable"):
+        await running
+    (worker,) = spawns.identities
+    assert process_identity(worker.pid) is None
+    await assert_group_dies(worker.pgid)
 
 
 async def test_on_spawn_gets_the_workers_identity(pool: WorkerPool) -> None:

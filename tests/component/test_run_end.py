@@ -1,8 +1,8 @@
-"""A run's end is committed behind it (schedd/attempt.py): the slot is free before that commit,
-and shutdown waits for it.
+"""A run's rows are committed beside it (schedd/attempt.py): the task runs before its start is
+stored, the slot is free before its end is, and shutdown waits for both.
 
-The store's ``finish_run`` is held at a gate, so "the end is not committed yet" is a state the
-test controls rather than a race it hopes to catch.
+The store's ``start_run`` or ``finish_run`` is held at a gate, so "not committed yet" is a state
+the test controls rather than a race it hopes to catch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from schedd.keys import firing_key
 from schedd.model import CommandTask, FiringState, OnceSpec, ScheduleSpec
-from schedd.store.records import RunFinish
+from schedd.store.records import ProcessRef, RunFinish, Ticket
 from tests.component.runtime import start_runtime
 from tests.fakes import FakeClock
 
@@ -65,4 +65,51 @@ async def test_the_next_firing_starts_while_the_last_ones_end_is_still_uncommitt
     finally:
         gate.set()
         store.finish_run = finish_run  # type: ignore[method-assign]
+        await rt.close()
+
+
+async def test_tasks_run_and_free_their_slot_while_their_starts_are_still_uncommitted(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    due = T0 + 1000  # after the gate is in place
+    specs = [ScheduleSpec(name, OnceSpec(due), CommandTask(("true",))) for name in ("a", "b")]
+    rt = await start_runtime(tmp_path / "s.db", clock, specs, max_workers=1)
+    store = rt.store
+    held: list[str] = []
+    both_spawned, gate = asyncio.Event(), asyncio.Event()
+    start_run = store.start_run
+
+    async def gated(ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
+        held.append(ticket.key)
+        if len(held) == 2:
+            both_spawned.set()
+        await gate.wait()
+        return await start_run(ticket, process, now_ms)
+
+    store.start_run = gated  # type: ignore[method-assign]
+    try:
+        await rt.advance(1000)
+        # One slot: the second task is spawned only once the first one has ended, and the
+        # first one's start is still held.
+        async with asyncio.timeout(10):
+            await both_spawned.wait()
+        for name in ("a", "b"):
+            f = await store.get_firing(firing_key(name, due))
+            assert f.state is FiringState.COMMITTED, "nothing of the run is stored yet"
+        assert (rt.runner.started, rt.runner.finished) == (0, 0)
+        stopping = asyncio.create_task(rt.runner.stop(5_000))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not stopping.done(), "stop waits for the starts (and ends) still being stored"
+        gate.set()
+        await stopping
+        for name in ("a", "b"):
+            f = await store.get_firing(firing_key(name, due))
+            assert f.state is FiringState.SUCCEEDED, f
+            (run,) = await store.list_runs(schedule=name, limit=5)
+            assert (run.state, run.exit_code) == ("succeeded", 0), run
+        assert (rt.runner.started, rt.runner.finished) == (2, 2)
+    finally:
+        gate.set()
+        store.start_run = start_run  # type: ignore[method-assign]
         await rt.close()
