@@ -120,7 +120,7 @@ async def _run(
     await _reconcile(store, config, schedules, started_wall)
 
     events = FiringEvents(clock)
-    launcher = LimitedLauncher()
+    launcher = LimitedLauncher(inherit_defaults=True)
     pool = _pool(config, clock)
     hooks = Hooks(clock, launcher, inherited_env=os.environ, env_allow=config.workers.env_allow)
     timer = Timer(clock)

@@ -11,6 +11,14 @@ runs them (``pyworker.py``).
 If ``prlimit`` is missing the limits are set on the running process with ``prlimit(2)`` right
 after spawn: a short window unlimited, logged once.
 
+**Most tasks need no ``prlimit``.** Its ``exec`` was a third of the cost of running
+``/bin/true``, only to say "no core dumps". So the daemon makes that its own *soft* limit
+(:meth:`LimitedLauncher.inherit_defaults`, at start-up), every child inherits it, and a task
+with no limits of its own is spawned directly. The hard limit stays as the daemon got it: such
+a task could raise its soft limit again itself, as under any shell; a task with limits
+configured still goes through ``prlimit``, which sets both. The daemon itself dumps no core
+either, which a service that keeps its state in SQLite loses nothing by.
+
 Going through ``prlimit`` moves the ``exec`` of the task into another program, whose failure
 ("no such file") would arrive as an exit status 127 with a message in the output instead of a
 clear spawn error. So :func:`resolve_program` looks the program up first, as ``execvp`` would
@@ -26,7 +34,7 @@ import resource
 import shutil
 from collections.abc import Mapping
 
-from schedd.model import Limits
+from schedd.model import NO_LIMITS, Limits
 
 log = logging.getLogger("schedd.workers")
 
@@ -56,19 +64,32 @@ _OPTION = {
 class LimitedLauncher:
     """Wraps an argv so it starts under its rlimits (or applies them just after spawn)."""
 
-    def __init__(self, prlimit: str | None = None) -> None:
+    def __init__(self, prlimit: str | None = None, *, inherit_defaults: bool = False) -> None:
         self._prlimit = prlimit or shutil.which("prlimit", path=_SEARCH)
         if self._prlimit is None:
             log.warning("prlimit(1) not found: task rlimits are applied just after spawn")
+        self._defaults_inherited = False
+        if inherit_defaults:
+            self.inherit_defaults()
+
+    def inherit_defaults(self) -> None:
+        """Make :data:`NO_LIMITS` (no core dumps) this process's soft limit, so children
+        inherit it and a task without limits is spawned without ``prlimit`` (see the module)."""
+        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (NO_LIMITS.core_bytes, hard))
+        self._defaults_inherited = True
+
+    def _inherited(self, limits: Limits) -> bool:
+        return self._defaults_inherited and limits == NO_LIMITS
 
     def argv(self, argv: tuple[str, ...], limits: Limits) -> tuple[str, ...]:
-        if self._prlimit is None:
+        if self._prlimit is None or self._inherited(limits):
             return argv
         opts = [f"{_OPTION[r]}={soft}:{hard}" for r, (soft, hard) in rlimits(limits).items()]
         return (self._prlimit, *opts, "--", *argv)
 
     def after_spawn(self, pid: int, limits: Limits) -> None:
-        if self._prlimit is not None:
+        if self._prlimit is not None or self._inherited(limits):
             return
         for r, pair in rlimits(limits).items():
             resource.prlimit(pid, r, pair)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import subprocess
 import tracemalloc
@@ -22,7 +23,7 @@ import pytest
 
 from schedd.clock import SystemClock
 from schedd.errors import InvalidArgument
-from schedd.model import Limits, RunOutcome
+from schedd.model import NO_LIMITS, Limits, RunOutcome
 from schedd.workers.command import CommandRequest, run_command
 from schedd.workers.environment import FIRING_VARS, NEVER_INHERIT, build_env
 from schedd.workers.limits import LimitedLauncher
@@ -516,6 +517,33 @@ async def test_core_dumps_are_off_by_default_and_limits_apply_before_the_command
     limits = Limits(open_files=64, memory_bytes=512 * 1024 * 1024)
     result = await run(sh("ulimit -c; ulimit -n; ulimit -v", limits=limits))
     assert result.output.split() == [b"0", b"64", str(512 * 1024).encode()]
+
+
+@pytest.fixture
+def own_core_limit() -> Iterator[None]:
+    """Core dumps allowed here, so a child that did not inherit 0 would show it; the limit
+    ``inherit_defaults`` changes is put back afterwards."""
+    before = resource.getrlimit(resource.RLIMIT_CORE)
+    if before[1] == 0:
+        pytest.skip("core dumps are off for good in this process (hard limit 0)")
+    resource.setrlimit(resource.RLIMIT_CORE, (before[1], before[1]))
+    yield
+    resource.setrlimit(resource.RLIMIT_CORE, before)
+
+
+async def test_with_the_defaults_inherited_a_task_without_limits_is_spawned_directly(
+    own_core_limit: None,
+) -> None:
+    launcher = LimitedLauncher()
+    limited = Limits(open_files=64)
+    assert launcher.argv(("/bin/true",), NO_LIMITS)[0] != "/bin/true"  # through prlimit
+    launcher.inherit_defaults()
+    assert launcher.argv(("/bin/true",), NO_LIMITS) == ("/bin/true",)
+    assert launcher.argv(("/bin/true",), limited)[0] != "/bin/true"
+    for limits, expected in ((NO_LIMITS, [b"0"]), (limited, [b"0", b"64"])):
+        req = sh("ulimit -c; ulimit -n" if limits is limited else "ulimit -c", limits=limits)
+        result = await run_command(req, SystemClock(), on_spawn=Spawns(), launcher=launcher)
+        assert result.output.split() == expected, limits
 
 
 async def test_a_task_past_its_cpu_limit_ends_resource_limit_not_crash() -> None:
