@@ -2,17 +2,11 @@
 
 Each floor is the bare mechanism schedd is built on, with nothing of schedd around it: what
 the daemon could reach if its own code cost nothing. Ratios to these are the honest targets.
-
-The spawn and pipe floors also run ``durable``: before the tasks of a round start, one row per
-task is committed in one transaction (WAL, ``synchronous=FULL``), which is what DESIGN's
-write-ahead start asks of any implementation on this disk. Rounds are lock-step (commit the
-round's starts, start them all, wait for all), the best case for grouping those commits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -202,56 +196,18 @@ def _insert(db: sqlite3.Connection, sql: str, rows: Iterator[tuple[Any, ...]], b
     return now_s() - t0
 
 
-class _Starts:
-    """The durable start of each task: rows committed, a round's in one transaction."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, started INTEGER NOT NULL)")
-
-    def commit(self, tasks: int) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.executemany("INSERT INTO runs (started) VALUES (?)", [(0,)] * tasks)
-        self.db.execute("COMMIT")
-
-
-@contextlib.contextmanager
-def _durable_starts(durable: bool) -> Iterator[_Starts | None]:
-    """A start log in a temporary store if ``durable``, else None."""
-    if not durable:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        db = open_wal(Path(tmp) / "starts.db")
-        try:
-            yield _Starts(db)
-        finally:
-            db.close()
-
-
-def spawn(n: int, parallel: int, durable: bool = False) -> dict[str, Any]:
-    """``/bin/true`` with ``parallel`` processes at a time, as bare as subprocess gets."""
-    with _durable_starts(durable) as starts:
-        t0 = now_s()
-        running: list[subprocess.Popen[bytes]] = []
-        left = n
-        while left > 0:
-            if starts is None:  # rolling: a new process as soon as one ends
-                if len(running) >= parallel:
-                    running.pop(0).wait()
-                batch = 1
-            else:  # lock-step rounds, their starts committed first
-                for proc in running:
-                    proc.wait()
-                running.clear()
-                batch = min(parallel, left)
-                starts.commit(batch)
-            running.extend(subprocess.Popen(["/bin/true"], close_fds=True) for _ in range(batch))
-            left -= batch
-        for proc in running:
-            proc.wait()
-        elapsed = now_s() - t0
-    return {"rate": n / elapsed}
+def spawn(n: int, parallel: int) -> dict[str, Any]:
+    """``/bin/true`` with ``parallel`` processes at a time (a new one as soon as one ends), as
+    bare as subprocess gets."""
+    t0 = now_s()
+    running: list[subprocess.Popen[bytes]] = []
+    for _ in range(n):
+        if len(running) >= parallel:
+            running.pop(0).wait()
+        running.append(subprocess.Popen(["/bin/true"], close_fds=True))
+    for proc in running:
+        proc.wait()
+    return {"rate": n / (now_s() - t0)}
 
 
 WORKER = """
@@ -265,21 +221,19 @@ while True:
 """
 
 
-def pipe_round_trip(n: int, workers: int = 2, durable: bool = False) -> dict[str, Any]:
+def pipe_round_trip(n: int, workers: int = 2) -> dict[str, Any]:
     """N small messages echoed by ``workers`` persistent Python processes over pipes.
 
-    The controller keeps every worker busy (one message in flight each), as a pool does; with
-    ``durable``, in lock-step rounds whose starts are committed first.
+    The controller keeps every worker busy (one message in flight each), as a pool does.
     """
-    with _durable_starts(durable) as starts:
-        return {"rate": n / asyncio.run(_echo(n, workers, starts))}
+    return {"rate": n / asyncio.run(_echo(n, workers))}
 
 
 def _forward(fd: int, queue: asyncio.Queue[bytes]) -> None:
     queue.put_nowait(os.read(fd, 64))
 
 
-async def _echo(n: int, workers: int, starts: _Starts | None) -> float:
+async def _echo(n: int, workers: int) -> float:
     """Seconds to echo ``n`` messages (see :func:`pipe_round_trip`)."""
     loop = asyncio.get_running_loop()
     procs, channels = [], []
@@ -311,25 +265,11 @@ async def _echo(n: int, workers: int, starts: _Starts | None) -> float:
             os.write(to_w, b"run\n")
             await queue.get()
 
-    async def rounds() -> None:
-        nonlocal remaining
-        assert starts is not None
-        while remaining > 0:
-            batch = min(workers, remaining)
-            remaining -= batch
-            starts.commit(batch)
-            for to_w, _ in channels[:batch]:
-                os.write(to_w, b"run\n")
-            await asyncio.gather(*(q.get() for q in replies[:batch]))
-
     for (to_w, _), queue in zip(channels, replies, strict=True):  # warm up: started, ready
         os.write(to_w, b"x")
         await queue.get()
     t0 = now_s()
-    if starts is None:
-        await asyncio.gather(*(drive(w, q) for (w, _), q in zip(channels, replies, strict=True)))
-    else:
-        await rounds()
+    await asyncio.gather(*(drive(w, q) for (w, _), q in zip(channels, replies, strict=True)))
     elapsed = now_s() - t0
     for (to_w, from_r), proc in zip(channels, procs, strict=True):
         loop.remove_reader(from_r)
