@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -128,11 +129,41 @@ def _path(parts: tuple[str | int, ...]) -> str:
     return out or "the request"
 
 
-def _check_tree(root: object) -> None:
+#: A ``\uD800``-``\uDFFF`` escape: the only way a surrogate gets into a decoded request (the
+#: line is strict UTF-8, which has none). A line without one needs no string checked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_tree(root: object, line: bytes) -> None:
     """Refuse nesting beyond MAX_NESTING and strings that cannot be encoded as UTF-8.
 
-    Iterative, so a tree the C parser accepted (up to the recursion limit) cannot overflow the
-    stack here.
+    The walk that names the place at fault runs only when a check could fail: the line has a
+    surrogate escape, or the tree is deeper than allowed. Otherwise the depth is proven by a
+    walk that builds no paths (0.5 ms rather than 2 ms for a thousand-entry ``add_many``).
+    """
+    if _SURROGATE_ESCAPE.search(line) is not None or _deeper_than(root, MAX_NESTING):
+        _walk_tree(root)
+
+
+def _deeper_than(root: object, levels: int) -> bool:
+    """Whether ``root`` nests containers more than ``levels`` deep (itself being level 1), one
+    level at a time, so a tree the C parser accepted cannot overflow the stack here."""
+    level: list[dict[Any, Any] | list[Any]] = [root] if isinstance(root, dict | list) else []
+    for _ in range(levels):
+        if not level:
+            return False
+        inner: list[dict[Any, Any] | list[Any]] = []
+        for value in level:
+            items = value.values() if isinstance(value, dict) else value
+            inner += [item for item in items if isinstance(item, dict | list)]
+        level = inner
+    return bool(level)
+
+
+def _walk_tree(root: object) -> None:
+    """The checks of :func:`_check_tree` on every node, raising with the path of the first
+    failure. Iterative, so a tree the C parser accepted (up to the recursion limit) cannot
+    overflow the stack here.
     """
     stack: list[tuple[object, tuple[str | int, ...]]] = [(root, ())]
     while stack:
@@ -180,7 +211,7 @@ def _loads(line: bytes) -> object:
             parse_constant=_reject_constant,
             object_pairs_hook=_unique_keys,
         )
-        _check_tree(value)
+        _check_tree(value, line)
     except _Rejected as exc:
         raise errors.InvalidArgument(f"request rejected: {exc}") from None
     except RecursionError:
@@ -303,6 +334,8 @@ def check_args(
     and "did you mean 'name'?" is the message that fixes it.
     """
     allowed = required | optional
+    if required <= args.keys() <= allowed:
+        return  # the usual case, told without sorting (add_many checks a thousand entries)
     unknown = sorted(set(args) - allowed)
     if unknown:
         raise errors.InvalidArgument(_unknown_keys_message(unknown, allowed, "argument"))

@@ -56,6 +56,9 @@ MAX_ADD_MANY = 1000
 READ_SLICE = 100
 #: Problems listed in one refusal of ``add_many``; the rest are counted.
 MAX_PROBLEMS = 20
+#: The keys of an ``add_many`` entry: ``add``'s arguments.
+_ENTRY_REQUIRED = frozenset({"name", "spec"})
+_ENTRY_OPTIONAL = frozenset({"paused"})
 
 
 def full_json(rec: ScheduleRecord) -> dict[str, Any]:
@@ -114,7 +117,7 @@ def _to_add(entry: object, config: Config, now_ms: int) -> ScheduleToAdd:
     """One ``add_many`` entry, read exactly as ``add`` reads its arguments."""
     if not isinstance(entry, Mapping):
         raise InvalidArgument(f"expected an object with name and spec, got {_clip(repr(entry))}")
-    check_args(entry, required={"name", "spec"}, optional={"paused"})
+    check_args(entry, required=_ENTRY_REQUIRED, optional=_ENTRY_OPTIONAL)
     spec = api_schedule(str_arg(entry, "name"), entry["spec"], config)
     # Cron triggers are compiled once per (expression, zone) and keep their last answer
     # (schedd.triggers), so entries sharing an expression at this same ``now`` reuse it.

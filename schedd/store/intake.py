@@ -70,11 +70,11 @@ async def store_payloads(conn: Conn, bodies: Sequence[str]) -> list[int]:
     """The id of the payload row holding each of ``bodies``, inserting the new ones.
 
     One statement per few thousand distinct bodies rather than two per body: reconcile stores
-    a whole config at once, and its schedules often share a task."""
-    digests = [payload_digest(b) for b in bodies]
-    distinct = {d: (d, len(b.encode()), b) for d, b in zip(digests, bodies, strict=True)}
+    a whole config at once, and its schedules often share a task. Each distinct body is hashed
+    once (``add_many``'s thousand schedules are often one body, the same ``str`` each time)."""
+    digest_of = {b: payload_digest(b) for b in dict.fromkeys(bodies)}
     ids: dict[str, int] = {}
-    for chunk in _payload_chunks(list(distinct.values())):
+    for chunk in _payload_chunks([(d, len(b.encode()), b) for b, d in digest_of.items()]):
         await conn.execute_fetchall(
             "INSERT INTO payloads (sha256, size, body) VALUES "
             + ", ".join(["(?, ?, ?)"] * len(chunk))
@@ -86,7 +86,7 @@ async def store_payloads(conn: Conn, bodies: Sequence[str]) -> list[int]:
             [digest for digest, _, _ in chunk],
         )
         ids.update((str(r[0]), int(r[1])) for r in rows)
-    return [ids[d] for d in digests]
+    return [ids[digest_of[b]] for b in bodies]
 
 
 def _payload_chunks(payloads: list[_Payload]) -> Iterator[list[_Payload]]:

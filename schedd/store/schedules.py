@@ -21,8 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from schedd.errors import Conflict, IllegalTransition, InvalidArgument, NotFound
 from schedd.model import FiringState, ScheduleSpec, Source
@@ -70,9 +69,11 @@ SCHEDULES_PER_INSERT = 2000
 DISPATCH_STEP = 500
 
 
-@dataclass(frozen=True, slots=True)
-class NewSchedule:
-    """A schedule about to be inserted or redefined: its definition, encoded, and its marks."""
+class NewSchedule(NamedTuple):
+    """A schedule about to be inserted or redefined: its definition, encoded, and its marks.
+
+    A named tuple rather than a frozen dataclass: as immutable, and built in less than half
+    the time (``add_many`` builds a thousand per request)."""
 
     spec: ScheduleSpec
     text: SpecText
@@ -140,18 +141,8 @@ async def _add_new(conn: Conn, new: Sequence[NewSchedule], now_ms: int) -> list[
         raise Conflict(f"schedule {name!r} already exists ({origin}){more}{none}")
     stored = await _insert_schedules(conn, new, now_ms)
     return [
-        ScheduleRecord(
-            id=sid,
-            spec=n.spec,
-            paused=n.paused,
-            fired_through_ms=None,
-            next_fire_ms=n.next_fire_ms,
-            next_due_ms=n.next_due_ms,
-            created_ms=now_ms,
-            updated_ms=now_ms,
-            last_state=None,
-            last_finished_ms=None,
-            payload_id=payload_id,
+        ScheduleRecord.inserted(
+            sid, n.spec, n.paused, n.next_fire_ms, n.next_due_ms, now_ms, payload_id
         )
         for n, (sid, payload_id) in zip(new, stored, strict=True)
     ]

@@ -69,6 +69,7 @@ REJECTED = [
     pytest.param(_req('{"s": ["ok", "\\ud800"]}'), "args.s[1]: string contains a lone", id="surr"),
     pytest.param(_req('{"\\udfff": 1}'), "a key in args: string contains a lone", id="surr-key"),
     pytest.param(b'{"op": "\\ud800x"}', "op: string contains a lone surrogate", id="surr-op"),
+    pytest.param(_req('{"s": {"t": "\\uDC00"}}'), "args.s.t: string contains a lone", id="surr-uc"),
     pytest.param(b"[1, 2]", "request must be a JSON object, got array", id="array"),
     pytest.param(b'"status"', "request must be a JSON object, got string", id="string"),
     pytest.param(b"42", "request must be a JSON object, got number", id="number"),
@@ -108,6 +109,10 @@ def test_decode_request_accepts_int64_bounds_nesting_limit_and_real_unicode() ->
     assert request.args["hi"] == 2**63 - 1
     assert request.args["emoji"] == "\U0001f600"
     assert request.args["é"] == "ü"
+
+
+def test_decode_request_accepts_an_escaped_backslash_before_surrogate_like_text() -> None:
+    assert decode_request(_req('{"path": "C:\\\\ud800"}')).args == {"path": "C:\\ud800"}
 
 
 @pytest.mark.parametrize(
