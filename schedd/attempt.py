@@ -22,12 +22,15 @@ while the task already runs (a command has been running since its spawn anyway),
 commits after :meth:`Attempts.run` has returned and the slot is free, ordered after the start by
 the single writer. Waiting for either put a COMMIT and two thread hops on every run's path: with
 two slots the start alone held the end-to-end rate at two thirds of what it is without (and the
-end at half, before that). A start that cannot be stored while the task still runs (an operator
-removed the firing meanwhile, the disk failed) stops the task, as the executors do for any
-failing ``on_spawn``. A crash before the start commits is covered by the spawn journal
-(:mod:`schedd.spawnlog`: recovery kills the process group) and by recovery, which re-runs every
-unfinished firing, ``committed`` or ``running``, with attempt + 1; a crash before the end commits
-leaves the firing ``running``, re-run the same way: the at-least-once suffix DESIGN §2 allows.
+end at half, before that). What holds the pool back instead is the store keeping up: a run waits
+to start while too many rows are queued behind (:meth:`Store.room_for_run`), so a bulk drain
+cannot bury a critical firing's commit under run rows. A start that cannot be stored while the
+task still runs (an operator removed the firing meanwhile, the disk failed) stops the task, as
+the executors do for any failing ``on_spawn``. A crash before the start commits is covered by
+the spawn journal (:mod:`schedd.spawnlog`: recovery kills the process group) and by recovery,
+which re-runs every unfinished firing, ``committed`` or ``running``, with attempt + 1; a crash
+before the end commits leaves the firing ``running``, re-run the same way: the at-least-once
+suffix DESIGN §2 allows.
 Retries and quarantine are announced only once the end is stored. :meth:`Attempts.settle`
 waits for these commits at shutdown.
 
@@ -162,6 +165,7 @@ class Attempts:
             )
             return start
 
+        await self._store.room_for_run()
         started = self._clock.monotonic_ms()
         result = await self._execute(payload, firing_vars, on_spawn, stop)
         if start is None:  # it never started (spawn failed): record the attempt anyway

@@ -16,8 +16,13 @@ T = TypeVar("T")
 
 
 class StoreMixin:
-    async def _write(self, unit: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run ``unit`` in the next group-committed write transaction."""
+    async def _write(self, unit: Callable[[Conn], Awaitable[T]], *, behind: bool = False) -> T:
+        """Run ``unit`` in the next group-committed write transaction; ``behind``: a record
+        nobody waits for, batched after the others (see :mod:`schedd.store.writer`)."""
+        raise NotImplementedError
+
+    async def _behind_room(self) -> None:
+        """Wait until the writer takes more units written behind."""
         raise NotImplementedError
 
     async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:

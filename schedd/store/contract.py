@@ -174,6 +174,11 @@ class Store(Protocol):
     async def get_firing(self, key: str) -> FiringRecord:
         """Raises ``NotFound`` naming the key."""
 
+    async def room_for_run(self) -> None:
+        """Return when a run may start: a run's rows are stored behind it, and runs wait while
+        too many of those are still queued (backpressure: the pool is not faster than its
+        records)."""
+
     async def start_run(self, ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
         """Move the firing ``committed → running`` and insert its run row; return the run id."""
 

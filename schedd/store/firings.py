@@ -71,6 +71,9 @@ class FiringsMixin(StoreMixin):
             raise NotFound(f"firing {key!r} does not exist")
         return firing_row(rows[0])
 
+    async def room_for_run(self) -> None:
+        await self._behind_room()
+
     async def start_run(self, ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
         async def unit(conn: Conn) -> int:
             await transition(conn, ticket.firing_id, FiringState.RUNNING, now_ms=now_ms)
@@ -89,7 +92,7 @@ class FiringsMixin(StoreMixin):
             )
             return int(run_id)
 
-        return await self._write(unit)
+        return await self._write(unit, behind=True)
 
     async def finish_run(self, finish: RunFinish) -> None:
         async def unit(conn: Conn) -> None:
@@ -121,7 +124,7 @@ class FiringsMixin(StoreMixin):
                 set_args=(int(finish.crashed), finish.retry_at_ms),
             )
 
-        await self._write(unit)
+        await self._write(unit, behind=True)
 
     async def set_firing_state(
         self, firing_id: int, state: FiringState, *, reason: str | None, now_ms: int

@@ -150,8 +150,11 @@ class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin, Ready
             raise Unavailable("the store is closed")
         return self._p.execute(sql, args).fetchall()
 
-    async def _write(self, unit: Callable[[Conn], Awaitable[T]]) -> T:
-        return await self.writer.run(unit)
+    async def _write(self, unit: Callable[[Conn], Awaitable[T]], *, behind: bool = False) -> T:
+        return await self.writer.run(unit, behind=behind)
+
+    async def _behind_room(self) -> None:
+        await self.writer.behind_room()
 
     async def info(self) -> StoreInfo:
         def size(p: Path) -> int:

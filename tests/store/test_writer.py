@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from schedd.store.writer import SAVEPOINT_DEPTH, Conn, GroupWriter
+from schedd.store.writer import BEHIND_PER_BATCH, MAX_BEHIND, SAVEPOINT_DEPTH, Conn, GroupWriter
 
 Unit = Callable[[Conn], Awaitable[Any]]
 
@@ -211,3 +211,58 @@ async def test_failures_anywhere_in_a_batch_deeper_than_the_savepoint_chain_stay
     assert [isinstance(r, Boom) for r in results] == [i in failing for i in range(n)]
     assert commits(statements) - before == 2, "the gate's batch and theirs"
     assert set(stored(db)) == {"g"} | {f"k{i}" for i in range(n) if i not in failing}
+
+
+def logged(key: str, order: list[str]) -> Unit:
+    async def unit(conn: Conn) -> str:
+        order.append(key)
+        await conn.execute("INSERT INTO t (k, v) VALUES (?, 1)", (key,))
+        return key
+
+    return unit
+
+
+async def test_units_written_behind_follow_the_others_a_few_per_batch(
+    writer: tuple[GroupWriter, list[str]], db: Path
+) -> None:
+    w, _ = writer
+    order: list[str] = []
+    behind = [f"b{i}" for i in range(BEHIND_PER_BATCH + 2)]
+    gate = Gate("g")
+    held = asyncio.create_task(w.run(gate))
+    await gate.entered.wait()
+    tasks = [asyncio.create_task(w.run(logged(k, order), behind=True)) for k in behind]
+    tasks += [asyncio.create_task(w.run(logged(k, order))) for k in ("a0", "a1")]
+    batches = w.batches
+    gate.release.set()
+    await held
+    assert await asyncio.gather(*tasks) == [*behind, "a0", "a1"]
+    # Queued last, the two others went first; the records behind took two batches.
+    assert order == ["a0", "a1", *behind]
+    assert w.batches - batches == 3, "the gate's, then the others + 8 behind, then 2 behind"
+    assert set(stored(db)) == {"g", "a0", "a1", *behind}
+
+
+async def test_behind_room_waits_while_too_many_records_are_queued_behind(
+    writer: tuple[GroupWriter, list[str]],
+) -> None:
+    w, _ = writer
+    await asyncio.wait_for(w.behind_room(), 5)  # nothing queued: at once
+    gate = Gate("g")
+    held = asyncio.create_task(w.run(gate))
+    await gate.entered.wait()
+    order: list[str] = []
+    tasks = [
+        asyncio.create_task(w.run(logged(f"b{i}", order), behind=True)) for i in range(MAX_BEHIND)
+    ]
+    for _ in range(3):
+        await asyncio.sleep(0)  # let every task queue its unit
+    room = asyncio.create_task(w.behind_room())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not room.done(), "MAX_BEHIND queued behind a held batch: no room"
+    gate.release.set()
+    await asyncio.wait_for(room, 5)  # the next batch took some of them
+    await held
+    await asyncio.gather(*tasks)
+    assert len(order) == MAX_BEHIND
