@@ -86,6 +86,11 @@ class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin, Ready
         w.execute(f"PRAGMA synchronous = {'FULL' if self.synchronous == 'full' else 'NORMAL'}")
         w.execute("PRAGMA foreign_keys = ON")
         w.execute("PRAGMA journal_size_limit = 67108864")
+        # Statement and savepoint journals in memory: a multi-row statement inside the group
+        # transaction otherwise gets a temporary file (open, a write per page, unlink) on the
+        # loop's thread; the steady state's dispatches made about one write per firing. They
+        # hold the original of each page one statement changes: a batch's worth, bounded.
+        w.execute("PRAGMA temp_store = MEMORY")
         self._migrate(w)
         r = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
         self._r = r

@@ -64,3 +64,10 @@ async def test_submitting_an_existing_key_stores_no_payload(store: SqliteStore) 
     finally:
         conn.close()
     assert bodies == ['{"first":1}']
+
+
+async def test_the_writer_keeps_statement_journals_in_memory(store: SqliteStore) -> None:
+    """A multi-row statement in the group transaction needs a statement journal; on a temporary
+    file that was an open, a write per page and an unlink on the event loop's thread."""
+    rows = await store.writer.run(lambda conn: conn.execute_fetchall("PRAGMA temp_store"))
+    assert rows == [(2,)]  # MEMORY
