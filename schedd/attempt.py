@@ -210,8 +210,8 @@ class Attempts:
         self._recording.discard(task)
         if task.cancelled():
             return
-        # A failed start also reaches the executor (which stops the task) or the end that
-        # waits for it; logged once, here.
+        # Logged here only: a failed start also reaches the executor, which stops the task and
+        # raises it, but not the end waiting for it, which then stores nothing.
         if (exc := task.exception()) is not None:
             log.error("storing a run failed: %s", exc, exc_info=exc)
 
@@ -286,7 +286,10 @@ class Attempts:
     async def _record(self, start: asyncio.Task[int], end: _End) -> None:
         """Store the run's end and its firing's next state once its start is stored; then
         announce retries and quarantine, which must not happen for an end never stored."""
-        run_id = await start
+        await asyncio.wait({start})
+        if start.cancelled() or start.exception() is not None:
+            return  # no run row to finish; the start's failure is logged where it is tracked
+        run_id = start.result()
         await failpoints.hit("after_run_before_result")
         await self._store.finish_run(end.finish(run_id))
         self.finished += 1

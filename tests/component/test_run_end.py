@@ -113,3 +113,37 @@ async def test_tasks_run_and_free_their_slot_while_their_starts_are_still_uncomm
         gate.set()
         store.start_run = start_run  # type: ignore[method-assign]
         await rt.close()
+
+
+async def test_a_start_that_fails_after_its_task_ended_stores_no_end_and_is_logged_once(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    due = T0 + 1000
+    spec = ScheduleSpec("a", OnceSpec(due), CommandTask(("true",)))
+    rt = await start_runtime(tmp_path / "s.db", clock, [spec], max_workers=1)
+    store = rt.store
+    spawned, fail = asyncio.Event(), asyncio.Event()
+    start_run = store.start_run
+
+    async def failing(ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
+        spawned.set()
+        await fail.wait()
+        raise OSError("disk I/O error")
+
+    store.start_run = failing  # type: ignore[method-assign]
+    try:
+        await rt.advance(1000)
+        async with asyncio.timeout(10):
+            await spawned.wait()
+            while rt.runner._in_flight:  # the task ends; its slot is freed
+                await asyncio.sleep(0)
+        fail.set()
+        await rt.runner.stop(5_000)  # waits for the start (and the end that stores nothing)
+        f = await store.get_firing(firing_key("a", due))
+        assert f.state is FiringState.COMMITTED, "no start stored: re-run at the next start"
+        assert rt.runner.finished == 0
+        errors = [r for r in caplog.records if "storing a run failed" in r.getMessage()]
+        assert len(errors) == 1, errors
+    finally:
+        store.start_run = start_run  # type: ignore[method-assign]
+        await rt.close()
