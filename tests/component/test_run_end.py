@@ -135,8 +135,7 @@ async def test_a_start_that_fails_after_its_task_ended_stores_no_end_and_is_logg
         await rt.advance(1000)
         async with asyncio.timeout(10):
             await spawned.wait()
-            while rt.runner._in_flight:  # the task ends; its slot is freed
-                await asyncio.sleep(0)
+            await asyncio.wait(set(rt.runner._in_flight))  # the task ends, its slot is freed
         fail.set()
         await rt.runner.stop(5_000)  # waits for the start (and the end that stores nothing)
         f = await store.get_firing(firing_key("a", due))
