@@ -58,6 +58,10 @@ _SIZE_DISPLAY = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1
 _TERM = re.compile(r"(\d+(?:\.\d+)?)([^\d.]*)")
 #: A duration of one whole term, ``"90000s"``: by far the most common form, read in one step.
 _PLAIN = re.compile(r"(\d+)(ms|[dhms])")
+#: Longest duration or size text read: far beyond any real one, and short enough that the digit
+#: strings in it stay within ``int()``'s limit (a 5 000-digit number raised a bare ValueError,
+#: an internal error to an admin client rather than a message naming the value).
+MAX_TEXT = 100
 #: Each unit's place in the largest-first order.
 _RANK = {unit: rank for rank, unit in enumerate(_DURATION_UNITS)}
 
@@ -87,8 +91,10 @@ def parse_duration(value: str | int, *, allow_zero: bool = False) -> int:
         raise InvalidArgument(f'expected a duration like "30s", got {value!r}')
 
     def bad(why: str) -> InvalidArgument:
-        return InvalidArgument(f'invalid duration "{value}": {why}')
+        return InvalidArgument(f'invalid duration "{_clipped(value)}": {why}')
 
+    if len(value) > MAX_TEXT:
+        raise bad(f"longer than {MAX_TEXT} characters")
     if not value:
         raise bad(f'empty; write a number and a unit ({_UNIT_LIST}), e.g. "30s"')
     if value.startswith("-"):
@@ -161,8 +167,10 @@ def parse_size(value: str | int) -> int:
         raise InvalidArgument(f'expected a size like "64KiB", got {value!r}')
 
     def bad(why: str) -> InvalidArgument:
-        return InvalidArgument(f'invalid size "{value}": {why}')
+        return InvalidArgument(f'invalid size "{_clipped(value)}": {why}')
 
+    if len(value) > MAX_TEXT:
+        raise bad(f"longer than {MAX_TEXT} characters")
     if value.startswith("-"):
         raise bad("must not be negative")
     m = _TERM.fullmatch(value)
@@ -215,3 +223,7 @@ def parse_rate(text: str) -> Rate:
     except InvalidArgument as e:
         raise bad(str(e)) from e
     return Rate(int(count), per_ms)
+
+
+def _clipped(value: str) -> str:
+    return value if len(value) <= MAX_TEXT else value[:20] + "..."
