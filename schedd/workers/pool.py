@@ -221,9 +221,8 @@ class _Run:
     sending: asyncio.Task[None]
     deadline: int | None
     stop: asyncio.Future[str] | None
-    #: The caller storing the run's start, and what resolves if that fails.
+    #: The caller storing the run's start: only its failure concerns the run.
     started: asyncio.Future[object]
-    start_failed: asyncio.Future[None]
     #: The worker's CPU time before the run, so a CPU-limit kill is judged on the run's alone.
     cpu_before: int | None
 
@@ -411,9 +410,7 @@ class WorkerPool:
         deadline = None if call.timeout_ms is None else self._clock.monotonic_ms() + call.timeout_ms
         arrival = worker.expect()
         sending = asyncio.ensure_future(worker.send(frame))
-        run = _Run(
-            run_id, call, arrival, sending, deadline, stop, started, failure_of(started), cpu_before
-        )
+        run = _Run(run_id, call, arrival, sending, deadline, stop, started, cpu_before)
         try:
             verdict = await self._supervise(worker, run)
         except BaseException:
@@ -426,7 +423,8 @@ class WorkerPool:
         """How the run ended (output aside); the worker is back, retiring, or buried."""
         child = worker.child
         stops = (self._closing,) if run.stop is None else (self._closing, done_of(run.stop))
-        watched = (run.arrival, child.exited, worker.broken, run.start_failed, *stops)
+        start_failed = failure_of(run.started)
+        watched = (run.arrival, child.exited, worker.broken, start_failed, *stops)
         first = await wait_any(self._clock, run.deadline, *watched)
         # Still sending only if the run ended without reading its task; the send must let go
         # of the socket before a teardown closes it.
@@ -434,7 +432,7 @@ class WorkerPool:
         await asyncio.wait({run.sending})
         if first is run.arrival:
             return await self._answered(worker, run)
-        if first is run.start_failed:
+        if first is start_failed:
             run.started.result()  # raises its exception; the caller buries the worker
         if first is worker.broken:
             return await self._broke(worker, run)
