@@ -9,6 +9,7 @@ it sees a row only once the writer's COMMIT returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from schedd.store.writer import BEHIND_PER_BATCH, MAX_BEHIND, SAVEPOINT_DEPTH, Conn, GroupWriter
+from schedd.store import writer as writer_module
+from schedd.store.writer import (
+    AUTOCHECKPOINT_PAGES,
+    BEHIND_PER_BATCH,
+    MAX_BEHIND,
+    SAVEPOINT_DEPTH,
+    Conn,
+    GroupWriter,
+)
 
 Unit = Callable[[Conn], Awaitable[Any]]
 
@@ -36,21 +45,43 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def writer(db: Path) -> AsyncIterator[tuple[GroupWriter, list[str]]]:
-    """A running writer and the statements its connection executed, in order."""
+class Trace:
+    """The statements a writer's connection executed, in order; a checkpoint, which the commit
+    thread runs, is also handed to the loop in ``checkpoints``."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.checkpoints: asyncio.Queue[str] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+
+    def __call__(self, sql: str) -> None:
+        self.statements.append(sql)
+        if "wal_checkpoint" in sql:
+            self._loop.call_soon_threadsafe(self.checkpoints.put_nowait, sql)
+
+
+@contextlib.asynccontextmanager
+async def open_writer(db: Path, quiet_s: float) -> AsyncIterator[tuple[GroupWriter, Trace]]:
     conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
-    statements: list[str] = []
-    conn.set_trace_callback(statements.append)
-    w = GroupWriter(conn)
+    trace = Trace()
+    conn.set_trace_callback(trace)
+    w = GroupWriter(conn, quiet_s=quiet_s)
     w.start()
     try:
-        yield w, statements
+        yield w, trace
     finally:
         await w.stop()
         await w.close()
+
+
+@pytest.fixture
+async def writer(db: Path) -> AsyncIterator[tuple[GroupWriter, list[str]]]:
+    """A running writer that never falls idle long enough to checkpoint, and the statements
+    its connection executed: only the units' and their transactions'."""
+    async with open_writer(db, quiet_s=3600) as (w, trace):
+        yield w, trace.statements
 
 
 def stored(db: Path) -> dict[str, int]:
@@ -266,3 +297,67 @@ async def test_behind_room_waits_while_too_many_records_are_queued_behind(
     await held
     await asyncio.gather(*tasks)
     assert len(order) == MAX_BEHIND
+
+
+PAGE = 4096
+
+
+def fill(pages: int) -> Unit:
+    """A unit writing about ``pages`` pages."""
+
+    async def unit(conn: Conn) -> None:
+        # A key of ~1 800 bytes, held by the table and by its index: about a page a row.
+        rows = ((f"big{i:05}" + "x" * 1800, i) for i in range(pages))
+        await conn.executemany("INSERT INTO t (k, v) VALUES (?, ?)", rows)
+
+    return unit
+
+
+def size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def read(sql: str) -> Callable[[Conn], Awaitable[list[Any]]]:
+    async def unit(conn: Conn) -> list[Any]:
+        return await conn.execute_fetchall(sql)
+
+    return unit
+
+
+async def test_a_commit_does_not_checkpoint_however_much_it_wrote(db: Path) -> None:
+    """SQLite's own checkpoint (at 1 000 pages by default) ran inside the COMMIT that crossed
+    it, and made that commit, and every firing queued behind it, wait for the copy."""
+    async with open_writer(db, quiet_s=3600) as (w, trace):
+        [(pages,)] = await w.run(read("PRAGMA wal_autocheckpoint"))
+        assert pages == AUTOCHECKPOINT_PAGES > 2000
+        await w.run(fill(1500))
+        await w.run(put("after"))
+        assert trace.checkpoints.empty()
+        assert size(db) < 1500 * PAGE, "the pages are in the WAL alone"
+        assert stored(db)["after"] == 1
+
+
+async def test_an_idle_writer_checkpoints_what_it_committed_once(db: Path) -> None:
+    async with open_writer(db, quiet_s=0) as (w, trace):
+        await w.run(fill(1500))
+        assert await trace.checkpoints.get() == "PRAGMA wal_checkpoint(PASSIVE)"
+        await w.run(put("after"))  # its batch starts once the checkpoint has returned
+        assert w.checkpoints == 1
+        assert size(db) >= 1500 * PAGE, "the pages were copied into the database"
+        assert trace.checkpoints.empty()
+
+
+async def test_every_so_many_units_the_idle_checkpoint_truncates_the_wal(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "CHECKPOINT_UNITS", 2)
+    async with open_writer(db, quiet_s=0) as (w, trace):
+        modes = []
+        for unit in (fill(50), put("b"), put("c"), put("d")):
+            await w.run(unit)
+            modes.append(await trace.checkpoints.get())
+        assert modes == [f"PRAGMA wal_checkpoint({m})" for m in ["PASSIVE", "TRUNCATE"] * 2]
+        await w.run(put("e"))  # after the TRUNCATE returned
+        # A PASSIVE checkpoint leaves the file as large as the 50 pages once were.
+        assert size(db.with_name(db.name + "-wal")) < 3 * PAGE
+        assert {"b", "c", "d", "e"} <= stored(db).keys()
