@@ -72,6 +72,7 @@ def run(config: ConfigOpt) -> None:
     from schedd.logs import setup_logging
 
     heap.hold()  # until READY: collections while the config is parsed would double the time
+    heap.return_large_blocks()
     try:
         cfg = load_config(config)
     except ConfigError as exc:
