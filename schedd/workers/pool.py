@@ -218,7 +218,8 @@ class _Run:
     call: PythonCall
     #: Resolved by the worker's answer.
     arrival: asyncio.Future[None]
-    sending: asyncio.Task[None]
+    #: Sending the rest of the frame, if it did not fit the socket's buffer at once.
+    sending: asyncio.Task[None] | None
     deadline: int | None
     stop: asyncio.Future[str] | None
     #: The caller storing the run's start: only its failure concerns the run.
@@ -409,12 +410,13 @@ class WorkerPool:
         cpu_before = None if call.limits.cpu_seconds is None else _cpu_ms(worker.child.pid)
         deadline = None if call.timeout_ms is None else self._clock.monotonic_ms() + call.timeout_ms
         arrival = worker.expect()
-        sending = asyncio.ensure_future(worker.send(frame))
+        sending = worker.send(frame)
         run = _Run(run_id, call, arrival, sending, deadline, stop, started, cpu_before)
         try:
             verdict = await self._supervise(worker, run)
         except BaseException:
-            await _finish_cancelled(sending)
+            if sending is not None:
+                await _finish_cancelled(sending)
             await self._bury(worker)  # cancelled: the task dies with its worker
             raise
         return dataclasses.replace(verdict, output=tail.getvalue(), output_truncated=tail.truncated)
@@ -428,8 +430,9 @@ class WorkerPool:
         first = await wait_any(self._clock, run.deadline, *watched)
         # Still sending only if the run ended without reading its task; the send must let go
         # of the socket before a teardown closes it.
-        run.sending.cancel()
-        await asyncio.wait({run.sending})
+        if run.sending is not None:
+            run.sending.cancel()
+            await asyncio.wait({run.sending})
         if first is run.arrival:
             return await self._answered(worker, run)
         if first is start_failed:
@@ -562,8 +565,8 @@ class WorkerPool:
         while self._idle:
             worker = self._idle.pop()
             if worker.healthy:
+                # No _notify: taking the newest idle worker never brings the shrink earlier.
                 worker.state = WorkerState.BUSY
-                self._notify()
                 return worker
             self._lose(worker)
         return None
@@ -582,10 +585,14 @@ class WorkerPool:
                 worker.state = WorkerState.BUSY
                 waiter.set_result(worker)
                 return
+        before = self._shrink_deadline()
         worker.state = WorkerState.IDLE
         worker.idle_since = self._clock.monotonic_ms()
         self._idle.append(worker)
-        self._notify()
+        # Woken only when the shrink comes due sooner: every run's worker going idle woke it
+        # twice a run (taken and given back) for nothing.
+        if self._shrink_deadline() != before:
+            self._notify()
 
     def _wake_one(self) -> None:
         """Capacity was freed: let the first waiting run look again (it may launch)."""
@@ -629,6 +636,7 @@ class WorkerPool:
         worker.broken.add_done_callback(trouble)
         self._workers.add(worker)
         self._none_left.clear()
+        self._notify()  # above min_workers now: the oldest idle worker may be due to retire
         return worker
 
     async def _await_ready(self, worker: Worker) -> Worker:

@@ -80,9 +80,25 @@ class Worker:
     def take(self) -> dict[str, Any]:
         return self._inbox.popleft()
 
-    async def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes) -> asyncio.Task[None] | None:
+        """Send ``frame``: ``None`` once all of it is in the socket's buffer, as a run's frame
+        nearly always is at once (a task and a wait for it per run were a visible share of a
+        no-op run's cost), else the task sending the rest, which must have finished or been
+        cancelled before the socket closes. A failure breaks the channel."""
         try:
-            await self._loop.sock_sendall(self._sock, frame)
+            sent = self._sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._break(f"control channel failed: {exc}", hung_up=True)
+            return None
+        if sent == len(frame):
+            return None
+        return asyncio.ensure_future(self._send_rest(memoryview(frame)[sent:]))
+
+    async def _send_rest(self, rest: memoryview) -> None:
+        try:
+            await self._loop.sock_sendall(self._sock, rest)
         except OSError as exc:
             self._break(f"control channel failed: {exc}", hung_up=True)
 
