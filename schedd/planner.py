@@ -167,12 +167,45 @@ _OVERLAP_REASON = {
 
 
 def plan(rule: ScheduleRule, *, now_ms: int, active: int) -> SchedulePlan | None:
-    """The plan for one due schedule, or ``None`` when it is not due (or paused, or done)."""
+    """The plan for one due schedule, or ``None`` when it is not due (or paused, or done).
+
+    Nearly every due schedule is the plain case: one occurrence, within its grace, the next
+    one not due yet, and room under its overlap cap. That case is planned directly: the general
+    scan (:func:`_plan_scanned`, which gives the same plan for it, as the tests check) was a
+    fifth of a pulse's time per firing."""
     if rule.paused or rule.next_fire_ms is None or rule.next_due_ms is None:
         return None
     if rule.next_due_ms > now_ms:
         return None
     c = compiled(rule)
+    first, due = rule.next_fire_ms, rule.next_due_ms
+    jitter = due - first
+    nxt = c.trigger.next_after(first)
+    cap = _OVERLAP_CAP.get(c.policies.overlap)
+    if (
+        now_ms - due <= c.policies.misfire_grace_ms
+        and (nxt is None or nxt + jitter > now_ms)
+        and (cap is None or active < cap)
+    ):
+        firing = NewFiring(
+            key=firing_key(rule.name, first),
+            schedule_id=rule.id,
+            schedule=rule.name,
+            scheduled_for_ms=first,
+            due_ms=due,
+            state=FiringState.COMMITTED,
+            payload_id=rule.payload_id,
+            lane=c.lane,
+        )
+        return SchedulePlan((firing,), first, nxt, None if nxt is None else nxt + jitter)
+    return _plan_scanned(rule, c, now_ms=now_ms, active=active)
+
+
+def _plan_scanned(
+    rule: ScheduleRule, c: CompiledRule, *, now_ms: int, active: int
+) -> SchedulePlan:
+    """The plan of a due schedule from the scan of every occurrence due (misfires, overlap)."""
+    assert rule.next_fire_ms is not None and rule.next_due_ms is not None
     policies = c.policies
     jitter = rule.next_due_ms - rule.next_fire_ms
     series = due_series(

@@ -6,6 +6,8 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schedd.model import (
     CommandTask,
@@ -19,7 +21,7 @@ from schedd.model import (
     ScheduleSpec,
     schedule_rule_to_json,
 )
-from schedd.planner import initial_marks, plan
+from schedd.planner import _plan_scanned, compiled, initial_marks, plan
 from schedd.store.records import ScheduleRule
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a multiple of every interval used here
@@ -28,6 +30,7 @@ MIN = 60_000
 
 def rule(
     *,
+    trigger: CronSpec | IntervalSpec | OnceSpec | None = None,
     every_ms: int = MIN,
     next_fire: int = T0,
     jitter: int = 0,
@@ -39,7 +42,7 @@ def rule(
 ) -> ScheduleRule:
     spec = ScheduleSpec(
         name="job",
-        trigger=IntervalSpec(every_ms),
+        trigger=trigger or IntervalSpec(every_ms),
         task=CommandTask(("true",)),
         policies=Policies(
             misfire=misfire, misfire_grace_ms=grace_ms, max_catchup=max_catchup, overlap=overlap
@@ -176,3 +179,46 @@ def test_a_changed_rule_is_a_new_text_and_never_served_the_old_compiled_one() ->
     for _ in range(2):
         assert fired(plan(skip, now_ms=T0, active=1)) == []
         assert fired(plan(allow, now_ms=T0, active=1)) == [T0]
+
+
+triggers = st.one_of(
+    st.integers(min_value=1, max_value=10 * MIN).map(IntervalSpec),
+    st.just(OnceSpec(T0)),
+    st.sampled_from(["* * * * *", "*/5 * * * *", "0 * * * *"]).map(CronSpec),
+)
+
+
+@given(
+    trigger=triggers,
+    jitter=st.integers(min_value=0, max_value=MIN),
+    misfire=st.sampled_from(Misfire),
+    grace_ms=st.integers(min_value=0, max_value=5 * MIN),
+    max_catchup=st.integers(min_value=0, max_value=5),
+    overlap=st.sampled_from(Overlap),
+    late_ms=st.integers(min_value=0, max_value=30 * MIN),
+    active=st.integers(min_value=0, max_value=3),
+)
+def test_the_plain_case_is_planned_as_the_full_scan_plans_it(
+    trigger: CronSpec | IntervalSpec | OnceSpec,
+    jitter: int,
+    misfire: Misfire,
+    grace_ms: int,
+    max_catchup: int,
+    overlap: Overlap,
+    late_ms: int,
+    active: int,
+) -> None:
+    """``plan`` takes a shortcut for one on-time occurrence with room to run; whatever it
+    answers, the scan of every due occurrence answers the same."""
+    r = rule(
+        trigger=trigger,
+        jitter=jitter,
+        misfire=misfire,
+        grace_ms=grace_ms,
+        max_catchup=max_catchup,
+        overlap=overlap,
+    )
+    now = T0 + jitter + late_ms
+    planned = plan(r, now_ms=now, active=active)
+    assert planned is not None
+    assert planned == _plan_scanned(r, compiled(r), now_ms=now, active=active)
