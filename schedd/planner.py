@@ -198,19 +198,18 @@ def plan(rule: ScheduleRule, *, now_ms: int, active: int) -> SchedulePlan | None
             lane=c.lane,
         )
         return SchedulePlan((firing,), first, nxt, None if nxt is None else nxt + jitter)
-    return _plan_scanned(rule, c, now_ms=now_ms, active=active)
+    return _plan_scanned(rule, c, first, jitter, now_ms=now_ms, active=active)
 
 
 def _plan_scanned(
-    rule: ScheduleRule, c: CompiledRule, *, now_ms: int, active: int
+    rule: ScheduleRule, c: CompiledRule, first: int, jitter: int, *, now_ms: int, active: int
 ) -> SchedulePlan:
-    """The plan of a due schedule from the scan of every occurrence due (misfires, overlap)."""
-    assert rule.next_fire_ms is not None and rule.next_due_ms is not None
+    """The plan of a due schedule from the scan of every occurrence due from ``first`` (its
+    next occurrence), with its misfires and overlap."""
     policies = c.policies
-    jitter = rule.next_due_ms - rule.next_fire_ms
     series = due_series(
         c.trigger,
-        rule.next_fire_ms,
+        first,
         jitter=jitter,
         grace_ms=policies.misfire_grace_ms,
         now_ms=now_ms,

@@ -221,4 +221,6 @@ def test_the_plain_case_is_planned_as_the_full_scan_plans_it(
     now = T0 + jitter + late_ms
     planned = plan(r, now_ms=now, active=active)
     assert planned is not None
-    assert planned == _plan_scanned(r, compiled(r), now_ms=now, active=active)
+    assert r.next_fire_ms is not None
+    scanned = _plan_scanned(r, compiled(r), r.next_fire_ms, jitter, now_ms=now, active=active)
+    assert planned == scanned
