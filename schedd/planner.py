@@ -187,16 +187,7 @@ def plan(rule: ScheduleRule, *, now_ms: int, active: int) -> SchedulePlan | None
         and (nxt is None or nxt + jitter > now_ms)
         and (cap is None or active < cap)
     ):
-        firing = NewFiring(
-            key=firing_key(rule.name, first),
-            schedule_id=rule.id,
-            schedule=rule.name,
-            scheduled_for_ms=first,
-            due_ms=due,
-            state=FiringState.COMMITTED,
-            payload_id=rule.payload_id,
-            lane=c.lane,
-        )
+        firing = _firing(rule, c, first, jitter, FiringState.COMMITTED)
         return SchedulePlan((firing,), first, nxt, None if nxt is None else nxt + jitter)
     return _plan_scanned(rule, c, first, jitter, now_ms=now_ms, active=active)
 
@@ -221,18 +212,7 @@ def _plan_scanned(
     missed = set(series.missed)
 
     def firing(occ: int, state: FiringState, reason: str | None) -> NewFiring:
-        return NewFiring(
-            key=firing_key(rule.name, occ),
-            schedule_id=rule.id,
-            schedule=rule.name,
-            scheduled_for_ms=occ,
-            due_ms=occ + jitter,
-            state=state,
-            payload_id=rule.payload_id,
-            lane=c.lane,
-            reason=reason,
-            catchup=occ in missed,
-        )
+        return _firing(rule, c, occ, jitter, state, reason, catchup=occ in missed)
 
     firings = [firing(o, FiringState.SKIPPED, note) for o in to_skip]
     cap = _OVERLAP_CAP.get(policies.overlap)
@@ -251,6 +231,30 @@ def _plan_scanned(
         fired_through_ms=series.latest,
         next_fire_ms=nxt,
         next_due_ms=None if nxt is None else nxt + jitter,
+    )
+
+
+def _firing(
+    rule: ScheduleRule,
+    c: CompiledRule,
+    occ: int,
+    jitter: int,
+    state: FiringState,
+    reason: str | None = None,
+    *,
+    catchup: bool = False,
+) -> NewFiring:
+    return NewFiring(
+        key=firing_key(rule.name, occ),
+        schedule_id=rule.id,
+        schedule=rule.name,
+        scheduled_for_ms=occ,
+        due_ms=occ + jitter,
+        state=state,
+        payload_id=rule.payload_id,
+        lane=c.lane,
+        reason=reason,
+        catchup=catchup,
     )
 
 
