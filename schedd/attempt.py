@@ -62,8 +62,9 @@ from schedd.store.records import ProcessRef, RunFinish, Ticket
 from schedd.workers.command import CommandRequest, run_command
 from schedd.workers.environment import build_env
 from schedd.workers.limits import LimitedLauncher
+from schedd.workers.messages import PythonCall
 from schedd.workers.outcome import RunResult
-from schedd.workers.pool import PythonCall, WorkerPool
+from schedd.workers.pool import WorkerPool
 from schedd.workers.procs import ProcessIdentity
 
 log = logging.getLogger("schedd.runner")

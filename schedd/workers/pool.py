@@ -93,12 +93,21 @@ from typing import Any, TypeVar
 from schedd.cli.pyz import worker_program
 from schedd.clock import Clock
 from schedd.errors import InvalidArgument, Unavailable
-from schedd.model import NO_LIMITS, Limits, RunOutcome
+from schedd.model import RunOutcome
 from schedd.workers import pyworker
-from schedd.workers.outcome import Ending, RunResult, classify, duration, signal_name
+from schedd.workers.messages import (
+    Done,
+    PythonCall,
+    how_it_ended,
+    parse_done,
+    parse_ready,
+    result_of,
+    run_message,
+)
+from schedd.workers.outcome import Ending, RunResult, classify, duration
 from schedd.workers.output import OutputTail
-from schedd.workers.procs import ProcessIdentity
-from schedd.workers.pyworker import ProtocolError, encode, get_field, get_int
+from schedd.workers.procs import ProcessIdentity, cpu_ms, rss_bytes
+from schedd.workers.pyworker import ProtocolError, encode
 from schedd.workers.spawn import (
     DRAIN_MS,
     Child,
@@ -123,9 +132,6 @@ EOF_GRACE_MS = 1_000
 STARTUP_OUTPUT_BYTES = 2_000
 #: Reason of runs cut short because the pool is closing.
 CLOSED_REASON = "worker pool closed"
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,28 +169,6 @@ class PoolSettings:
         for name in ("output_tail_bytes", "retire_grace_ms"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must be >= 0, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True, slots=True)
-class PythonCall:
-    """One run of a Python task: what to call, with which firing, under which limits."""
-
-    target: str
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
-    #: ``idempotency_key``, ``scheduled_for`` (RFC 3339), ``attempt``, ``schedule`` (or None).
-    context: Mapping[str, Any]
-    #: The firing's ``SCHEDD_*`` variables, set in the worker's ``os.environ`` for the call.
-    env: Mapping[str, str]
-    timeout_ms: int | None
-    kill_grace_ms: int
-    limits: Limits = NO_LIMITS
-
-    def __post_init__(self) -> None:
-        if self.timeout_ms is not None and self.timeout_ms <= 0:
-            raise InvalidArgument(f"timeout_ms must be positive, got {self.timeout_ms}")
-        if self.kill_grace_ms < 0:
-            raise InvalidArgument(f"kill_grace_ms must be >= 0, got {self.kill_grace_ms}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,14 +210,6 @@ class _Run:
     started: asyncio.Future[object]
     #: The worker's CPU time before the run, so a CPU-limit kill is judged on the run's alone.
     cpu_before: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Done:
-    ok: bool
-    error: str
-    kind: str
-    retire: bool
 
 
 class WorkerPool:
@@ -378,7 +354,7 @@ class WorkerPool:
             raise Unavailable("worker pool is not running")
         run_id = next(self._ids)
         try:
-            frame = encode(_run_message(run_id, call))
+            frame = encode(run_message(run_id, call))
         except ProtocolError as exc:
             return RunResult(RunOutcome.FAILED, None, None, f"arguments cannot be sent: {exc}")
         try:
@@ -407,7 +383,7 @@ class WorkerPool:
         worker.child.sink = tail
         # Read only when a CPU limit may need it to explain a SIGKILL: /proc reads on every
         # run of a no-op task were a visible share of its cost.
-        cpu_before = None if call.limits.cpu_seconds is None else _cpu_ms(worker.child.pid)
+        cpu_before = None if call.limits.cpu_seconds is None else cpu_ms(worker.child.pid)
         deadline = None if call.timeout_ms is None else self._clock.monotonic_ms() + call.timeout_ms
         arrival = worker.expect()
         sending = worker.send(frame)
@@ -445,12 +421,12 @@ class WorkerPool:
 
     async def _answered(self, worker: Worker, run: _Run) -> RunResult:
         try:
-            done = _parse_done(worker.take(), run.id)
+            done = parse_done(worker.take(), run.id)
         except ProtocolError as exc:
             return await self._kill_for_protocol(worker, str(exc))
         worker.child.drain()  # the worker flushed before answering: all of this run's output
         self._after_task(worker, done)
-        return _verdict(done, run.call.limits)
+        return result_of(done, run.call.limits)
 
     async def _broke(self, worker: Worker, run: _Run) -> RunResult:
         """A bad message kills at once; a hang-up is usually a death whose exit is on its way."""
@@ -503,7 +479,7 @@ class WorkerPool:
             f"worker broke the protocol: {problem}",
         )
 
-    def _after_task(self, worker: Worker, done: _Done) -> None:
+    def _after_task(self, worker: Worker, done: Done) -> None:
         worker.child.sink = OutputTail(0)  # between runs: counted, dropped
         worker.tasks += 1
         why = self._recycle_reason(worker, done)
@@ -514,7 +490,7 @@ class WorkerPool:
         self._counts["recycled"] += 1
         self._retire(worker)
 
-    def _recycle_reason(self, worker: Worker, done: _Done) -> str | None:
+    def _recycle_reason(self, worker: Worker, done: Done) -> str | None:
         s = self._settings
         if done.retire:
             return "it asked to retire (MemoryError, or a limit it could not restore)"
@@ -522,7 +498,7 @@ class WorkerPool:
             return f"{worker.tasks} tasks done"
         if s.max_worker_rss_bytes is None:
             return None
-        rss = _rss_bytes(worker.child.pid)
+        rss = rss_bytes(worker.child.pid)
         if rss is not None and rss > s.max_worker_rss_bytes:
             return f"RSS of {rss} bytes above {s.max_worker_rss_bytes}"
         return None
@@ -653,7 +629,7 @@ class WorkerPool:
         self._counts["failed_starts"] += 1
         returncode = await self._bury(worker)
         output = worker.startup_output.getvalue().decode("utf-8", "replace").strip()
-        message = f"{problem} ({_how_it_ended(returncode)})"
+        message = f"{problem} ({how_it_ended(returncode)})"
         raise _StartFailed(f"{message}; output: {output}" if output else message)
 
     async def _handshake(self, worker: Worker) -> str | None:
@@ -666,7 +642,7 @@ class WorkerPool:
         )
         if first is worker.ready:
             try:
-                _parse_ready(worker.take())
+                parse_ready(worker.take())
             except ProtocolError as exc:
                 self._counts["protocol_errors"] += 1
                 return f"broke the protocol: {exc}"
@@ -813,86 +789,3 @@ async def _finish_cancelled(task: asyncio.Task[None]) -> None:
     while not task.done():
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait({task})
-
-
-# --- messages ---------------------------------------------------------------------------------
-
-
-def _run_message(run_id: int, call: PythonCall) -> dict[str, Any]:
-    limits = call.limits
-    return {
-        "type": "run",
-        "id": run_id,
-        "target": call.target,
-        "args": list(call.args),
-        "kwargs": dict(call.kwargs),
-        "context": dict(call.context),
-        "env": dict(call.env),
-        "limits": {
-            "memory_bytes": limits.memory_bytes,
-            "cpu_seconds": limits.cpu_seconds,
-            "open_files": limits.open_files,
-            "core_bytes": limits.core_bytes,
-        },
-    }
-
-
-def _parse_ready(message: Mapping[str, Any]) -> None:
-    if message["type"] != "ready":
-        raise ProtocolError(f"expected ready, got {message['type']!r:.40}")
-    get_int(message, "pid")
-    get_field(message, "python", str)
-
-
-def _parse_done(message: Mapping[str, Any], run_id: int) -> _Done:
-    if message["type"] != "done":
-        raise ProtocolError(f"expected done, got {message['type']!r:.40}")
-    if get_int(message, "id") != run_id:
-        raise ProtocolError(f"done for run {message['id']}, expected {run_id}")
-    ok = get_field(message, "ok", bool)
-    retire = message.get("retire", False)
-    if not isinstance(retire, bool):
-        raise ProtocolError("field 'retire' must be a bool")
-    if ok:
-        return _Done(True, "", "", retire)
-    kind = get_field(message, "kind", str)
-    if kind not in pyworker.KINDS:
-        raise ProtocolError(f"unknown failure kind {kind!r:.40}")
-    error = get_field(message, "error", str)[: pyworker.ERROR_MAX]
-    return _Done(False, error, kind, retire)
-
-
-def _verdict(done: _Done, limits: Limits) -> RunResult:
-    if done.ok:
-        return RunResult(RunOutcome.SUCCEEDED, None, None, None)
-    if done.kind == "resource_limit":
-        reason = f"memory limit of {limits.memory_bytes} bytes reached: {done.error}"
-        return RunResult(RunOutcome.RESOURCE_LIMIT, None, None, reason)
-    return RunResult(RunOutcome.FAILED, None, None, f"{done.kind}: {done.error}")
-
-
-def _how_it_ended(returncode: int) -> str:
-    if returncode < 0:
-        return f"killed by {signal_name(-returncode)}"
-    return f"exit status {returncode}"
-
-
-# --- /proc ------------------------------------------------------------------------------------
-
-
-def _cpu_ms(pid: int) -> int | None:
-    """User + system CPU time of ``pid`` so far (``/proc/<pid>/stat`` fields 14 and 15)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return (int(fields[14 - 3]) + int(fields[15 - 3])) * 1000 // _CLK_TCK
-
-
-def _rss_bytes(pid: int) -> int | None:
-    """Resident set size of ``pid`` (``/proc/<pid>/statm`` field 2, in pages)."""
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_bytes().split()[1]) * _PAGE_SIZE
-    except (OSError, IndexError, ValueError):
-        return None

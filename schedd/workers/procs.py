@@ -29,6 +29,9 @@ now, our group had emptied before it was reused.
 A record whose pgid is not its pid (we never produce one) is refused: the reasoning above only
 holds for group leaders.
 
+The pool also reads a worker's CPU time and RSS here (:func:`cpu_ms`, :func:`rss_bytes`): what
+``/proc`` says of a process, next to the identity it says.
+
 Signals go to the group with ``killpg``, and never to pgid 0 or 1: ``killpg(0)`` is the
 caller's own group and ``killpg(1)`` is ``kill(-1)``, every process the daemon may signal.
 """
@@ -38,6 +41,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from schedd.errors import InvalidArgument
 
@@ -93,3 +97,25 @@ def kill_group_if_ours(identity: ProcessIdentity) -> bool:
     if leader is not None and leader.start_ticks != identity.start_ticks:
         return False
     return signal_group(identity.pgid, signal.SIGKILL)
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_ms(pid: int) -> int | None:
+    """User + system CPU time of ``pid`` so far (``/proc/<pid>/stat`` fields 14 and 15)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return (int(fields[14 - 3]) + int(fields[15 - 3])) * 1000 // _CLK_TCK
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of ``pid`` (``/proc/<pid>/statm`` field 2, in pages)."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_bytes().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
