@@ -36,8 +36,11 @@ COMMIT pays for copying every page back to the database and an fsync of it: in t
 (1 000 firings a second) that was every 15-20th commit, 4-6 ms instead of 0.5-2, and the
 firings queued behind it made most of the lateness p99 (11 ms; 7 ms with no automatic
 checkpoint). So the writer checkpoints itself once it has had nothing to do for
-:data:`QUIET_S` after a commit: ``PASSIVE``, or ``TRUNCATE`` (which also gives the space back)
-after :data:`CHECKPOINT_UNITS` units. A unit arriving meanwhile waits for one checkpoint of what
+:data:`QUIET_S` after :data:`CHECKPOINT_BATCHES` commits or more: ``PASSIVE``, or ``TRUNCATE``
+(which also gives the space back) after :data:`CHECKPOINT_UNITS` units. (Not after every
+commit: on a lightly loaded daemon that would copy each commit's pages into the database at
+once, writing them twice and fsyncing twice, where a checkpoint of many commits writes a page
+changed by all of them once.) A unit arriving meanwhile waits for one checkpoint of what
 a burst wrote. SQLite's own threshold stays, raised to :data:`AUTOCHECKPOINT_PAGES`, for a
 writer that is never idle (a long pulse): it bounds the WAL, in fewer, larger checkpoints.
 Readers use short transactions so a checkpoint can complete.
@@ -60,10 +63,11 @@ start waited for its COMMIT, 100 000 unchecked), no-op Python runs 2 200/s (1 65
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -106,8 +110,10 @@ MAX_BEHIND = 16
 #: Savepoints left open (nested) before the chain is released in one statement: SQLite's cost
 #: per page written grows with the number of open savepoints.
 SAVEPOINT_DEPTH = 16
-#: The writer checkpoints once it has been idle this long after a commit (see the module).
+#: The writer checkpoints once it has been idle this long after this many commits (see the
+#: module).
 QUIET_S = 0.05
+CHECKPOINT_BATCHES = 32
 #: Every this many units, the idle checkpoint is a TRUNCATE (it also returns the space).
 CHECKPOINT_UNITS = 4096
 #: SQLite's automatic checkpoint, for a writer that is never idle: pages of WAL (4 KiB each).
@@ -115,10 +121,16 @@ AUTOCHECKPOINT_PAGES = 8192
 
 
 class GroupWriter:
-    def __init__(self, conn: sqlite3.Connection, *, quiet_s: float = QUIET_S) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        quiet: Callable[[], Coroutine[Any, Any, object]] | None = None,
+    ) -> None:
+        """``quiet``: the idle wait before a checkpoint (:data:`QUIET_S`; tests hold it)."""
         conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         self._raw = conn
-        self._quiet_s = quiet_s
+        self._quiet = quiet or functools.partial(asyncio.sleep, QUIET_S)
         self._conn = Conn(conn)
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schedd-commit")
         self._ahead: deque[_Item] = deque()
@@ -128,8 +140,7 @@ class GroupWriter:
         #: Resolved when the queue of units written behind drops below MAX_BEHIND.
         self._room: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        #: Whether anything was committed since the last checkpoint.
-        self._dirty = False
+        self._batches_since_checkpoint = 0
         self._units_since_truncate = 0
         self.batches = 0
         self.units = 0
@@ -180,16 +191,16 @@ class GroupWriter:
 
     async def _loop(self) -> None:
         """Batch after batch until stopped; whatever was queued before the stop commits.
-        Idle for :data:`QUIET_S` after a commit, it checkpoints."""
+        Idle for :data:`QUIET_S` after enough commits, it checkpoints."""
         while True:
             if not (self._ahead or self._behind):
                 if self._stopping:
                     return
                 self._queued.clear()
-                if not self._dirty:
+                if self._batches_since_checkpoint < CHECKPOINT_BATCHES:
                     await self._queued.wait()
                     continue
-                await wait_first(self._queued.wait(), asyncio.sleep(self._quiet_s))
+                await wait_first(self._queued.wait(), self._quiet())
                 if not self._queued.is_set():
                     await self._checkpoint()
                 continue
@@ -228,7 +239,7 @@ class GroupWriter:
             self.batches += 1
             self.units += len(batch)
             self._units_since_truncate += len(batch)
-            self._dirty = True
+            self._batches_since_checkpoint += 1
         for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
             if fut.done():
                 continue
@@ -260,12 +271,13 @@ class GroupWriter:
 
     async def _checkpoint(self) -> None:
         """Copy the WAL back into the database while nothing waits; a failed or busy
-        checkpoint is retried after the next commit (SQLite's own threshold bounds the WAL)."""
+        checkpoint is tried again after as many commits (SQLite's own threshold bounds the WAL
+        meanwhile)."""
         truncate = self._units_since_truncate >= CHECKPOINT_UNITS
-        self._dirty = False
+        self._batches_since_checkpoint = 0
         try:
             await self._on_disk(f"PRAGMA wal_checkpoint({'TRUNCATE' if truncate else 'PASSIVE'})")
-        except Exception as exc:  # noqa: BLE001 - retried after the next commit
+        except Exception as exc:  # noqa: BLE001 - tried again after more commits
             log.warning("WAL checkpoint failed: %s", exc)
             return
         self.checkpoints += 1

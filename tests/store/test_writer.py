@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +61,16 @@ class Trace:
 
 
 @contextlib.asynccontextmanager
-async def open_writer(db: Path, quiet_s: float) -> AsyncIterator[tuple[GroupWriter, Trace]]:
+async def open_writer(
+    db: Path, quiet: Callable[[], Coroutine[Any, Any, object]]
+) -> AsyncIterator[tuple[GroupWriter, Trace]]:
+    """``quiet`` stands for the writer's idle wait before a checkpoint."""
     conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     trace = Trace()
     conn.set_trace_callback(trace)
-    w = GroupWriter(conn, quiet_s=quiet_s)
+    w = GroupWriter(conn, quiet=quiet)
     w.start()
     try:
         yield w, trace
@@ -76,11 +79,20 @@ async def open_writer(db: Path, quiet_s: float) -> AsyncIterator[tuple[GroupWrit
         await w.close()
 
 
+async def never() -> None:
+    """An idle wait that never ends: the writer never checkpoints."""
+    await asyncio.Event().wait()
+
+
+async def at_once() -> None:
+    """An idle wait over at once: the writer checkpoints whenever its queue is empty."""
+
+
 @pytest.fixture
 async def writer(db: Path) -> AsyncIterator[tuple[GroupWriter, list[str]]]:
     """A running writer that never falls idle long enough to checkpoint, and the statements
     its connection executed: only the units' and their transactions'."""
-    async with open_writer(db, quiet_s=3600) as (w, trace):
+    async with open_writer(db, quiet=never) as (w, trace):
         yield w, trace.statements
 
 
@@ -327,7 +339,7 @@ def read(sql: str) -> Callable[[Conn], Awaitable[list[Any]]]:
 async def test_a_commit_does_not_checkpoint_however_much_it_wrote(db: Path) -> None:
     """SQLite's own checkpoint (at 1 000 pages by default) ran inside the COMMIT that crossed
     it, and made that commit, and every firing queued behind it, wait for the copy."""
-    async with open_writer(db, quiet_s=3600) as (w, trace):
+    async with open_writer(db, quiet=never) as (w, trace):
         [(pages,)] = await w.run(read("PRAGMA wal_autocheckpoint"))
         assert pages == AUTOCHECKPOINT_PAGES > 2000
         await w.run(fill(1500))
@@ -337,8 +349,11 @@ async def test_a_commit_does_not_checkpoint_however_much_it_wrote(db: Path) -> N
         assert stored(db)["after"] == 1
 
 
-async def test_an_idle_writer_checkpoints_what_it_committed_once(db: Path) -> None:
-    async with open_writer(db, quiet_s=0) as (w, trace):
+async def test_an_idle_writer_checkpoints_what_it_committed_once(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "CHECKPOINT_BATCHES", 1)
+    async with open_writer(db, quiet=at_once) as (w, trace):
         await w.run(fill(1500))
         assert await trace.checkpoints.get() == "PRAGMA wal_checkpoint(PASSIVE)"
         await w.run(put("after"))  # its batch starts once the checkpoint has returned
@@ -351,7 +366,8 @@ async def test_every_so_many_units_the_idle_checkpoint_truncates_the_wal(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer_module, "CHECKPOINT_UNITS", 2)
-    async with open_writer(db, quiet_s=0) as (w, trace):
+    monkeypatch.setattr(writer_module, "CHECKPOINT_BATCHES", 1)
+    async with open_writer(db, quiet=at_once) as (w, trace):
         modes = []
         for unit in (fill(50), put("b"), put("c"), put("d")):
             await w.run(unit)
@@ -361,3 +377,22 @@ async def test_every_so_many_units_the_idle_checkpoint_truncates_the_wal(
         # A PASSIVE checkpoint leaves the file as large as the 50 pages once were.
         assert size(db.with_name(db.name + "-wal")) < 3 * PAGE
         assert {"b", "c", "d", "e"} <= stored(db).keys()
+
+
+async def test_an_idle_writer_waits_for_enough_commits_to_checkpoint(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint after every commit of a quiet daemon would write each page twice."""
+    monkeypatch.setattr(writer_module, "CHECKPOINT_BATCHES", 3)
+    idled: list[int] = []
+
+    async def quiet() -> None:
+        idled.append(commits(trace.statements))
+
+    async with open_writer(db, quiet=quiet) as (w, trace):
+        for key in "abc":
+            # The writer decides, once each batch is committed and before the unit's caller
+            # resumes, whether to wait for quiet and checkpoint.
+            await w.run(put(key))
+            assert idled == ([] if key != "c" else [3])
+        assert await trace.checkpoints.get() == "PRAGMA wal_checkpoint(PASSIVE)"
