@@ -269,14 +269,28 @@ class GroupWriter:
             await self._on_disk("COMMIT")
         return outcomes
 
+    def _checkpoint_without_waiting(self, mode: str) -> None:
+        """A ``mode`` checkpoint that does not wait for readers. A ``TRUNCATE`` waits for every
+        reader to leave the WAL, up to the busy timeout (5 s by default), and the writer with
+        it: an operator's open ``sqlite3`` shell or a backup in progress would stall every
+        firing that long. With no wait it copies what it can, as ``PASSIVE`` does."""
+        [(timeout,)] = self._raw.execute("PRAGMA busy_timeout").fetchall()
+        self._raw.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._raw.execute(f"PRAGMA wal_checkpoint({mode})")
+        finally:
+            self._raw.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+
     async def _checkpoint(self) -> None:
         """Copy the WAL back into the database while nothing waits; a failed or busy
         checkpoint is tried again after as many commits (SQLite's own threshold bounds the WAL
         meanwhile)."""
         truncate = self._units_since_truncate >= CHECKPOINT_UNITS
         self._batches_since_checkpoint = 0
+        loop = asyncio.get_running_loop()
         try:
-            await self._on_disk(f"PRAGMA wal_checkpoint({'TRUNCATE' if truncate else 'PASSIVE'})")
+            mode = "TRUNCATE" if truncate else "PASSIVE"
+            await loop.run_in_executor(self._disk, self._checkpoint_without_waiting, mode)
         except Exception as exc:  # noqa: BLE001 - tried again after more commits
             log.warning("WAL checkpoint failed: %s", exc)
             return

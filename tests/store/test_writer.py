@@ -396,3 +396,30 @@ async def test_an_idle_writer_waits_for_enough_commits_to_checkpoint(
             await w.run(put(key))
             assert idled == ([] if key != "c" else [3])
         assert await trace.checkpoints.get() == "PRAGMA wal_checkpoint(PASSIVE)"
+
+
+async def test_a_reader_in_the_wal_does_not_hold_the_writer_at_a_truncate(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's open ``sqlite3`` shell (or a backup) holds a snapshot in the WAL; a
+    TRUNCATE checkpoint waiting for it would hold every firing for the busy timeout."""
+    monkeypatch.setattr(writer_module, "CHECKPOINT_UNITS", 1)
+    monkeypatch.setattr(writer_module, "CHECKPOINT_BATCHES", 1)
+    shell = sqlite3.connect(db, isolation_level=None)
+    try:
+        async with open_writer(db, quiet=at_once) as (w, trace):
+            w._raw.execute("PRAGMA busy_timeout = 20000")  # were it waited for
+            await w.run(put("a"))
+            shell.execute("BEGIN")
+            assert shell.execute("SELECT k FROM t").fetchall() == [("a",)]  # its snapshot
+            await w.run(put("b"))
+            assert await trace.checkpoints.get() == "PRAGMA wal_checkpoint(TRUNCATE)"
+            async with asyncio.timeout(10):  # a guard: the checkpoint returns at once
+                await w.run(put("c"))
+            [(timeout,)] = await w.run(read("PRAGMA busy_timeout"))
+            assert timeout == 20000, "restored for the writes"
+            assert shell.execute("SELECT k FROM t").fetchall() == [("a",)]
+            shell.execute("COMMIT")  # before the writer's close, which waits for readers
+        assert stored(db).keys() == {"a", "b", "c"}
+    finally:
+        shell.close()
