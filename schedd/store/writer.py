@@ -144,7 +144,6 @@ class GroupWriter:
         self._units_since_truncate = 0
         self.batches = 0
         self.units = 0
-        self.checkpoints = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="schedd-store-writer")
@@ -294,6 +293,5 @@ class GroupWriter:
         except Exception as exc:  # noqa: BLE001 - tried again after more commits
             log.warning("WAL checkpoint failed: %s", exc)
             return
-        self.checkpoints += 1
         if truncate:
             self._units_since_truncate = 0
