@@ -15,7 +15,7 @@ import pytest
 from schedd.keys import firing_key
 from schedd.model import CommandTask, FiringState, OnceSpec, ScheduleSpec
 from schedd.store.records import ProcessRef, RunFinish, Ticket
-from tests.component.runtime import start_runtime
+from tests.component.runtime import Runtime, start_runtime
 from tests.fakes import FakeClock
 
 T0 = 1_767_225_600_000
@@ -24,6 +24,22 @@ T0 = 1_767_225_600_000
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(wall_ms=T0)
+
+
+async def stop_waits_for_held_rows(rt: Runtime, gate: asyncio.Event, due: int, what: str) -> None:
+    """The runner's stop does not return while rows are held at ``gate``; once released, the
+    firings of ``a`` and ``b`` due at ``due`` are stored as succeeded."""
+    stopping = asyncio.create_task(rt.runner.stop(5_000))
+    # Without the wait for uncommitted rows, stop() returns within a few turns of the loop
+    # (nothing is in flight): give it many, without any clock.
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not stopping.done(), f"stop waits for {what}"
+    gate.set()
+    await stopping
+    for name in ("a", "b"):
+        f = await rt.store.get_firing(firing_key(name, due))
+        assert f.state is FiringState.SUCCEEDED, f
 
 
 async def test_the_next_firing_starts_while_the_last_ones_end_is_still_uncommitted(
@@ -50,17 +66,7 @@ async def test_the_next_firing_starts_while_the_last_ones_end_is_still_uncommitt
             await rt.until(firing_key(name, T0), FiringState.RUNNING)
         assert len(held) >= 1
         assert rt.runner.finished == 0, "nothing counts as finished before its end is stored"
-        stopping = asyncio.create_task(rt.runner.stop(5_000))
-        # Without the wait for uncommitted ends, stop() returns within a few turns of the loop
-        # (nothing is in flight): give it many, without any clock.
-        for _ in range(50):
-            await asyncio.sleep(0)
-        assert not stopping.done(), "stop waits for the ends still being stored"
-        gate.set()
-        await stopping
-        for name in ("a", "b"):
-            f = await store.get_firing(firing_key(name, T0))
-            assert f.state is FiringState.SUCCEEDED, f
+        await stop_waits_for_held_rows(rt, gate, T0, "the ends still being stored")
         assert rt.runner.finished == 2
     finally:
         gate.set()
@@ -97,15 +103,8 @@ async def test_tasks_run_and_free_their_slot_while_their_starts_are_still_uncomm
             f = await store.get_firing(firing_key(name, due))
             assert f.state is FiringState.COMMITTED, "nothing of the run is stored yet"
         assert (rt.runner.started, rt.runner.finished) == (0, 0)
-        stopping = asyncio.create_task(rt.runner.stop(5_000))
-        for _ in range(50):
-            await asyncio.sleep(0)
-        assert not stopping.done(), "stop waits for the starts (and ends) still being stored"
-        gate.set()
-        await stopping
+        await stop_waits_for_held_rows(rt, gate, due, "the starts (and ends) still being stored")
         for name in ("a", "b"):
-            f = await store.get_firing(firing_key(name, due))
-            assert f.state is FiringState.SUCCEEDED, f
             (run,) = await store.list_runs(schedule=name, limit=5)
             assert (run.state, run.exit_code) == ("succeeded", 0), run
         assert (rt.runner.started, rt.runner.finished) == (2, 2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
@@ -20,20 +20,18 @@ from schedd.workers.worker import Worker
 
 
 @pytest.fixture
-def channel() -> Iterator[tuple[socket.socket, socket.socket]]:
+async def channel() -> AsyncIterator[tuple[Worker, socket.socket]]:
+    """A worker as the pool holds it (its end with a 4 KiB send buffer), and the worker
+    process's end. The channel does not touch the process: no child is needed to send."""
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     theirs.setblocking(False)
+    w = Worker(cast(Child, None), ours, OutputTail(0))
     try:
-        yield ours, theirs
+        yield w, theirs
     finally:
-        ours.close()
+        w.hang_up()  # stops reading and closes our end
         theirs.close()
-
-
-def worker(sock: socket.socket) -> Worker:
-    # The channel does not touch the process: no child is needed to send.
-    return Worker(cast(Child, None), sock, OutputTail(0))
 
 
 async def read_exactly(sock: socket.socket, size: int) -> bytes:
@@ -47,21 +45,18 @@ async def read_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 async def test_a_frame_that_fits_is_in_the_socket_when_send_returns(
-    channel: tuple[socket.socket, socket.socket],
+    channel: tuple[Worker, socket.socket],
 ) -> None:
-    ours, theirs = channel
-    w = worker(ours)
+    w, theirs = channel
     assert w.send(b"frame-1") is None
     assert theirs.recv(100) == b"frame-1"  # non-blocking: it is there already
     assert not w.broken.done()
-    w.hang_up()
 
 
 async def test_a_frame_larger_than_the_buffer_is_finished_by_a_task(
-    channel: tuple[socket.socket, socket.socket],
+    channel: tuple[Worker, socket.socket],
 ) -> None:
-    ours, theirs = channel
-    w = worker(ours)
+    w, theirs = channel
     frame = bytes(range(256)) * 4096  # 1 MiB, far beyond the 4 KiB buffer
     sending = w.send(frame)
     assert sending is not None
@@ -69,14 +64,12 @@ async def test_a_frame_larger_than_the_buffer_is_finished_by_a_task(
     assert await read_exactly(theirs, len(frame)) == frame
     await sending
     assert not w.broken.done()
-    w.hang_up()
 
 
 async def test_a_send_on_a_closed_channel_breaks_the_worker(
-    channel: tuple[socket.socket, socket.socket],
+    channel: tuple[Worker, socket.socket],
 ) -> None:
-    ours, theirs = channel
-    w = worker(ours)
+    w, theirs = channel
     theirs.close()
     assert w.send(b"frame") is None
     assert w.broken.done()
