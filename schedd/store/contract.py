@@ -45,6 +45,7 @@ from schedd.store.records import (
     ScheduleRule,
     StoreInfo,
     Ticket,
+    not_ended,
 )
 
 #: Called inside the dispatch transaction for each due schedule; ``None`` leaves it untouched.
@@ -179,10 +180,22 @@ class Store(Protocol):
         too many of those are still queued (backpressure: the pool is not faster than its
         records)."""
 
-    async def start_run(self, ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
-        """Move the firing ``committed → running`` and insert its run row; return the run id."""
+    async def start_run(
+        self,
+        ticket: Ticket,
+        process: ProcessRef | None,
+        now_ms: int,
+        ended: Callable[[], RunFinish | None] = not_ended,
+    ) -> int:
+        """Move the firing ``committed → running`` and insert its run row; return the run id.
 
-    async def finish_run(self, finish: RunFinish) -> None:
+        ``ended`` is asked as the row is written. A run whose end is known by then (a short
+        task whose start was still queued behind others) is written whole: its row with its
+        end, its firing moved straight to the end's state (as through ``running``). Two
+        statements instead of four, one write instead of two: most no-op Python runs end
+        before their start is written."""
+
+    async def finish_run(self, run_id: int, finish: RunFinish) -> None:
         """Store a run's end and its firing's next state atomically: the firing's crash count
         grows by one if the run crashed, and ``retry_at_ms`` is stored with a ``failed`` state."""
 

@@ -19,7 +19,7 @@ runs and any payload no schedule or other firing still references.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from schedd.errors import IllegalTransition, InvalidArgument, NotFound
@@ -33,6 +33,7 @@ from schedd.store.records import (
     RunFinish,
     RunRecord,
     Ticket,
+    not_ended,
 )
 from schedd.store.rows import (
     DLQ_SQL,
@@ -51,6 +52,51 @@ from schedd.store.writer import Conn
 #: The firings waiting for a time (``retry_at_ms``), as the partial index ``firings_wake`` spells
 #: it (SQLite uses a partial index only when the query repeats its WHERE clause).
 _WAKE_SQL = "state IN ('failed', 'scheduled') AND retry_at_ms IS NOT NULL"
+#: A run's end, as its row stores it: the columns, their values for a running row, and
+#: :func:`_run_end` for an ended one, so a run written whole and one ended later store the same.
+_END_COLS = (
+    "state",
+    "ended_ms",
+    "exit_code",
+    "signal",
+    "reason",
+    "output",
+    "output_bytes",
+    "output_truncated",
+)
+_RUN_END = ", ".join(f"{col} = ?" for col in _END_COLS)
+_START_COLS = ("firing_id", "schedule", "attempt", "pid", "pgid", "proc_start", "started_ms")
+_RUN_INSERT = "INSERT INTO runs ({}) VALUES ({}) RETURNING id".format(
+    ", ".join(_START_COLS + _END_COLS), marks(len(_START_COLS) + len(_END_COLS))
+)
+_RUNNING = ("running", None, None, None, None, None, 0, 0)
+
+
+def _run_end(finish: RunFinish) -> tuple[Any, ...]:
+    return (
+        finish.outcome,
+        finish.ended_ms,
+        finish.exit_code,
+        finish.signal,
+        finish.reason,
+        finish.output,
+        finish.output_bytes,
+        int(finish.output_truncated),
+    )
+
+
+async def _end_firing(conn: Conn, finish: RunFinish, *, via: FiringState | None = None) -> None:
+    """The firing's next state after its run: a crash counts, a retry keeps its time."""
+    await transition(
+        conn,
+        finish.firing_id,
+        finish.firing_state,
+        now_ms=finish.ended_ms,
+        reason=finish.firing_reason or finish.reason,
+        set_sql=", crashes = crashes + ?, retry_at_ms = ?",
+        set_args=(int(finish.crashed), finish.retry_at_ms),
+        via=via,
+    )
 
 
 class FiringsMixin(StoreMixin):
@@ -74,12 +120,21 @@ class FiringsMixin(StoreMixin):
     async def room_for_run(self) -> None:
         await self._behind_room()
 
-    async def start_run(self, ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
+    async def start_run(
+        self,
+        ticket: Ticket,
+        process: ProcessRef | None,
+        now_ms: int,
+        ended: Callable[[], RunFinish | None] = not_ended,
+    ) -> int:
         async def unit(conn: Conn) -> int:
-            await transition(conn, ticket.firing_id, FiringState.RUNNING, now_ms=now_ms)
+            finish = ended()
+            if finish is None:
+                await transition(conn, ticket.firing_id, FiringState.RUNNING, now_ms=now_ms)
+            else:
+                await _end_firing(conn, finish, via=FiringState.RUNNING)
             [(run_id,)] = await conn.execute_fetchall(
-                "INSERT INTO runs (firing_id, schedule, attempt, state, pid, pgid, proc_start,"
-                " started_ms) VALUES (?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id",
+                _RUN_INSERT,
                 (
                     ticket.firing_id,
                     ticket.schedule,
@@ -88,41 +143,22 @@ class FiringsMixin(StoreMixin):
                     process.pgid if process else None,
                     process.start_ticks if process else None,
                     now_ms,
+                    *(_RUNNING if finish is None else _run_end(finish)),
                 ),
             )
             return int(run_id)
 
         return await self._write(unit, behind=True)
 
-    async def finish_run(self, finish: RunFinish) -> None:
+    async def finish_run(self, run_id: int, finish: RunFinish) -> None:
         async def unit(conn: Conn) -> None:
             ended = await conn.execute_fetchall(
-                "UPDATE runs SET state = ?, ended_ms = ?, exit_code = ?, signal = ?, reason = ?,"
-                " output = ?, output_bytes = ?, output_truncated = ?"
-                " WHERE id = ? AND state = 'running' RETURNING id",
-                (
-                    finish.outcome,
-                    finish.ended_ms,
-                    finish.exit_code,
-                    finish.signal,
-                    finish.reason,
-                    finish.output,
-                    finish.output_bytes,
-                    int(finish.output_truncated),
-                    finish.run_id,
-                ),
+                f"UPDATE runs SET {_RUN_END} WHERE id = ? AND state = 'running' RETURNING id",
+                (*_run_end(finish), run_id),
             )
             if not ended:
-                raise IllegalTransition(f"run {finish.run_id} is not running")
-            await transition(
-                conn,
-                finish.firing_id,
-                finish.firing_state,
-                now_ms=finish.ended_ms,
-                reason=finish.firing_reason or finish.reason,
-                set_sql=", crashes = crashes + ?, retry_at_ms = ?",
-                set_args=(int(finish.crashed), finish.retry_at_ms),
-            )
+                raise IllegalTransition(f"run {run_id} is not running")
+            await _end_firing(conn, finish)
 
         await self._write(unit, behind=True)
 

@@ -227,9 +227,9 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True)
 class RunFinish:
-    """A run's end, written together with its firing's next state in one transaction."""
+    """A run's end, written together with its firing's next state in one transaction (with
+    the run's start too, when the end is known before the start is written)."""
 
-    run_id: int
     firing_id: int
     outcome: str
     firing_state: FiringState
@@ -245,6 +245,12 @@ class RunFinish:
     retry_at_ms: int | None = None
     #: The firing's reason, when it differs from the run's (e.g. "quarantined after 2 crashes").
     firing_reason: str | None = None
+
+
+def not_ended() -> RunFinish | None:
+    """A run's end as :meth:`~schedd.store.contract.Store.start_run` asks for it, when the
+    caller writes the end apart."""
+    return None
 
 
 @dataclass(frozen=True, slots=True)

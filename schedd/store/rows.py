@@ -205,15 +205,20 @@ async def transition(
     reason: str | None = None,
     set_sql: str = "",
     set_args: Sequence[Any] = (),
+    via: FiringState | None = None,
 ) -> None:
-    """Change one firing's state if the lifecycle table allows it.
+    """Change one firing's state if the lifecycle table allows it; ``via``: as two changes,
+    through that state, in one statement (a run written whole goes ``committed → succeeded``
+    through ``running``).
 
-    One statement, the hot path of every run (twice per run): the UPDATE matches only when the
-    current state is one ``new`` may follow. Only when it matches nothing is the row read, to
-    say why (no such firing, or which transition was refused)."""
+    One statement, the hot path of every run: the UPDATE matches only when the current state is
+    one ``new`` (or ``via``) may follow. Only when it matches nothing is the row read, to say
+    why (no such firing, or which transition was refused)."""
+    first = new if via is None else via
+    assert via is None or can_transition(via, new), f"{via} -> {new}"
     changed = await conn.execute_fetchall(
         f"UPDATE firings SET state = ?, reason = ?, updated_ms = ?{set_sql}"
-        f" WHERE id = ? AND state IN ({_FROM_SQL[new] or 'NULL'}) RETURNING id",
+        f" WHERE id = ? AND state IN ({_FROM_SQL[first] or 'NULL'}) RETURNING id",
         (new.value, reason, now_ms, *set_args, firing_id),
     )
     if not changed:
@@ -222,7 +227,7 @@ async def transition(
         )
         if not rows:
             raise _missing(firing_id)
-        raise _illegal(rows[0][1], FiringState(rows[0][0]), new)
+        raise _illegal(rows[0][1], FiringState(rows[0][0]), first)
 
 
 def _missing(firing_id: int) -> NotFound:

@@ -83,8 +83,8 @@ class Harness:
         run_id = await self.store.start_run(ticket, ProcessRef(4242, 4242, 7), at)
         output = f"attempt {ticket.attempt} dying\n".encode()
         await self.store.finish_run(
+            run_id,
             RunFinish(
-                run_id,
                 ticket.firing_id,
                 "crash",
                 state,
@@ -97,7 +97,7 @@ class Harness:
                 False,
                 crashed=True,
                 retry_at_ms=retry_at,
-            )
+            ),
         )
 
     async def quarantined(self, *, at: int) -> FiringRecord:
@@ -113,8 +113,8 @@ class Harness:
         ticket = await self.commit(spec)
         run_id = await self.store.start_run(ticket, None, at)
         await self.store.finish_run(
+            run_id,
             RunFinish(
-                run_id,
                 ticket.firing_id,
                 "failed",
                 FiringState.DEAD,
@@ -125,7 +125,7 @@ class Harness:
                 b"",
                 0,
                 False,
-            )
+            ),
         )
         return await self.store.get_firing_by_id(ticket.firing_id)
 
@@ -134,8 +134,8 @@ class Harness:
         now = self.clock.wall_ms()
         run_id = await self.store.start_run(ticket, None, now)
         await self.store.finish_run(
+            run_id,
             RunFinish(
-                run_id,
                 ticket.firing_id,
                 "succeeded",
                 FiringState.SUCCEEDED,
@@ -146,7 +146,7 @@ class Harness:
                 b"",
                 0,
                 False,
-            )
+            ),
         )
         return await self.store.get_firing_by_id(ticket.firing_id)
 

@@ -2,23 +2,27 @@
 stored, the slot is free before its end is, and shutdown waits for both.
 
 The store's ``start_run`` or ``finish_run`` is held at a gate, so "not committed yet" is a state
-the test controls rather than a race it hopes to catch.
+the test controls rather than a race it hopes to catch. An end known before its start is
+written is stored with it, in one row.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from schedd.keys import firing_key
 from schedd.model import CommandTask, FiringState, OnceSpec, ScheduleSpec
-from schedd.store.records import ProcessRef, RunFinish, Ticket
+from schedd.store.records import ProcessRef, RunFinish, Ticket, not_ended
 from tests.component.runtime import Runtime, start_runtime
 from tests.fakes import FakeClock
 
 T0 = 1_767_225_600_000
+Ended = Callable[[], RunFinish | None]
 
 
 @pytest.fixture
@@ -45,17 +49,25 @@ async def stop_waits_for_held_rows(rt: Runtime, gate: asyncio.Event, due: int, w
 async def test_the_next_firing_starts_while_the_last_ones_end_is_still_uncommitted(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    specs = [ScheduleSpec(name, OnceSpec(T0), CommandTask(("true",))) for name in ("a", "b")]
+    # Each task waits for a line the test writes once the task's start is stored, so its end is
+    # written apart from its start (an end known before then rides with the start: the test
+    # below).
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    task = CommandTask(("sh", "-c", f'read line < "{fifo}"'))
+    specs = [ScheduleSpec(name, OnceSpec(T0), task) for name in ("a", "b")]
     rt = await start_runtime(tmp_path / "s.db", clock, specs, max_workers=1)
     store = rt.store
-    held: list[RunFinish] = []
-    gate = asyncio.Event()
+    held: list[int] = []
+    both_held, gate = asyncio.Event(), asyncio.Event()
     finish_run = store.finish_run
 
-    async def gated(finish: RunFinish) -> None:
-        held.append(finish)
+    async def gated(run_id: int, finish: RunFinish) -> None:
+        held.append(run_id)
+        if len(held) == 2:
+            both_held.set()
         await gate.wait()
-        await finish_run(finish)
+        await finish_run(run_id, finish)
 
     store.finish_run = gated  # type: ignore[method-assign]
     try:
@@ -64,7 +76,9 @@ async def test_the_next_firing_starts_while_the_last_ones_end_is_still_uncommitt
         # the first one's end is held uncommitted.
         for name in ("a", "b"):
             await rt.until(firing_key(name, T0), FiringState.RUNNING)
-        assert len(held) >= 1
+            await asyncio.to_thread(fifo.write_text, "go\n")
+        async with asyncio.timeout(10):
+            await both_held.wait()
         assert rt.runner.finished == 0, "nothing counts as finished before its end is stored"
         await stop_waits_for_held_rows(rt, gate, T0, "the ends still being stored")
         assert rt.runner.finished == 2
@@ -83,22 +97,31 @@ async def test_tasks_run_and_free_their_slot_while_their_starts_are_still_uncomm
     store = rt.store
     held: list[str] = []
     both_spawned, gate = asyncio.Event(), asyncio.Event()
-    start_run = store.start_run
+    start_run, finish_run = store.start_run, store.finish_run
+    ends_apart: list[int] = []
 
-    async def gated(ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
+    async def gated(
+        ticket: Ticket, process: ProcessRef | None, now_ms: int, ended: Ended = not_ended
+    ) -> int:
         held.append(ticket.key)
         if len(held) == 2:
             both_spawned.set()
         await gate.wait()
-        return await start_run(ticket, process, now_ms)
+        return await start_run(ticket, process, now_ms, ended)
+
+    async def counted(run_id: int, finish: RunFinish) -> None:
+        ends_apart.append(run_id)
+        await finish_run(run_id, finish)
 
     store.start_run = gated  # type: ignore[method-assign]
+    store.finish_run = counted  # type: ignore[method-assign]
     try:
         await rt.advance(1000)
         # One slot: the second task is spawned only once the first one has ended, and the
         # first one's start is still held.
         async with asyncio.timeout(10):
             await both_spawned.wait()
+            await asyncio.wait(set(rt.runner._in_flight))  # both tasks ended, slots free
         for name in ("a", "b"):
             f = await store.get_firing(firing_key(name, due))
             assert f.state is FiringState.COMMITTED, "nothing of the run is stored yet"
@@ -108,9 +131,11 @@ async def test_tasks_run_and_free_their_slot_while_their_starts_are_still_uncomm
             (run,) = await store.list_runs(schedule=name, limit=5)
             assert (run.state, run.exit_code) == ("succeeded", 0), run
         assert (rt.runner.started, rt.runner.finished) == (2, 2)
+        assert ends_apart == [], "each end was known before its start was written: one row"
     finally:
         gate.set()
         store.start_run = start_run  # type: ignore[method-assign]
+        store.finish_run = finish_run  # type: ignore[method-assign]
         await rt.close()
 
 
@@ -124,7 +149,9 @@ async def test_a_start_that_fails_after_its_task_ended_stores_no_end_and_is_logg
     spawned, fail = asyncio.Event(), asyncio.Event()
     start_run = store.start_run
 
-    async def failing(ticket: Ticket, process: ProcessRef | None, now_ms: int) -> int:
+    async def failing(
+        ticket: Ticket, process: ProcessRef | None, now_ms: int, ended: Ended = not_ended
+    ) -> int:
         spawned.set()
         await fail.wait()
         raise OSError("disk I/O error")

@@ -59,8 +59,8 @@ async def run_once(
 ) -> int:
     run_id = await store.start_run(t, None, at)
     await store.finish_run(
+        run_id,
         RunFinish(
-            run_id,
             t.firing_id,
             "crash" if crashed else "failed",
             state,
@@ -73,7 +73,7 @@ async def run_once(
             False,
             crashed=crashed,
             retry_at_ms=retry_at,
-        )
+        ),
     )
     return run_id
 

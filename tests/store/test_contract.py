@@ -147,7 +147,6 @@ async def test_run_lifecycle_and_illegal_transitions(store: SqliteStore) -> None
     run_id = await store.start_run(t, ProcessRef(123, 123, 456), T0 + 5)
     assert (await store.get_firing(t.key)).state is FiringState.RUNNING
     finish = RunFinish(
-        run_id,
         t.firing_id,
         "succeeded",
         FiringState.SUCCEEDED,
@@ -159,7 +158,7 @@ async def test_run_lifecycle_and_illegal_transitions(store: SqliteStore) -> None
         6,
         False,
     )
-    await store.finish_run(finish)
+    await store.finish_run(run_id, finish)
     run = await store.get_run(run_id)
     assert (run.state, run.exit_code, run.output, run.process) == (
         "succeeded",
@@ -169,10 +168,52 @@ async def test_run_lifecycle_and_illegal_transitions(store: SqliteStore) -> None
     )
     assert (await store.get_firing(t.key)).state is FiringState.SUCCEEDED
     with pytest.raises(IllegalTransition):
-        await store.finish_run(finish)
+        await store.finish_run(run_id, finish)
     with pytest.raises(IllegalTransition, match="succeeded -> running"):
         await store.start_run(t, None, T0 + 60)
     assert (await store.get_firing(t.key)).state is FiringState.SUCCEEDED
+
+
+async def test_a_run_ended_before_its_start_is_written_is_stored_whole_as_if_in_two_writes(
+    store: SqliteStore,
+) -> None:
+    await add(store, spec("a"), spec("b"))
+    a, b = await ids(store)
+    [ta] = await store.dispatch([a], fire_at(T0))
+    [tb] = await store.dispatch([b], fire_at(T0))
+
+    def crashed(t: Ticket) -> RunFinish:
+        return RunFinish(
+            t.firing_id,
+            "crash",
+            FiringState.FAILED,
+            T0 + 50,
+            None,
+            9,
+            "killed by SIGKILL",
+            b"out",
+            3,
+            True,
+            crashed=True,
+            retry_at_ms=T0 + 1_000,
+            firing_reason="crashed",
+        )
+
+    apart = await store.start_run(ta, ProcessRef(1, 1, 7), T0 + 5)
+    await store.finish_run(apart, crashed(ta))
+    whole = await store.start_run(tb, ProcessRef(1, 1, 7), T0 + 5, lambda: crashed(tb))
+    runs = [await store.get_run(run_id) for run_id in (apart, whole)]
+    assert runs[1].state == "crash"
+    mine = dict.fromkeys(("id", "firing_id", "key", "schedule"))  # each run's own
+    assert dataclasses.replace(runs[0], **mine) == dataclasses.replace(runs[1], **mine)
+    firings = [await store.get_firing(t.key) for t in (ta, tb)]
+    assert [(f.state, f.crashes, f.retry_at_ms, f.reason) for f in firings] == [
+        (FiringState.FAILED, 1, T0 + 1_000, "crashed")
+    ] * 2
+    # Written whole, the firing still goes through ``running``: only from a state that may.
+    with pytest.raises(IllegalTransition, match="failed -> running"):
+        await store.start_run(tb, None, T0 + 60, lambda: crashed(tb))
+    assert (await store.get_firing(tb.key)).crashes == 1, "the refused write changed nothing"
 
 
 async def test_recover_closes_lost_runs_and_requeues_with_next_attempt(store: SqliteStore) -> None:
@@ -513,8 +554,8 @@ async def test_a_version_2_store_is_migrated_and_its_waiting_firings_wake(tmp_pa
 
 async def finish_ok(store: SqliteStore, t: Ticket, run_id: int, at: int) -> None:
     await store.finish_run(
+        run_id,
         RunFinish(
-            run_id,
             t.firing_id,
             "succeeded",
             FiringState.SUCCEEDED,
@@ -525,7 +566,7 @@ async def finish_ok(store: SqliteStore, t: Ticket, run_id: int, at: int) -> None
             b"",
             0,
             False,
-        )
+        ),
     )
 
 
