@@ -31,6 +31,7 @@ from schedd.model import (
     task_from_json,
     task_to_json,
 )
+from schedd.smallcache import SmallCache
 from schedd.units import format_size
 
 #: ``[defaults] max_payload`` when the config does not set it.
@@ -46,12 +47,8 @@ class RunPayload:
 
 #: Payloads already encoded, by :func:`_body_key`. The schedules of one ``add_many`` or of a
 #: config mostly share a handful of tasks, and encoding one (~6 µs) cost more than anything
-#: else the store does per schedule; a key costs ~0.5 µs. Emptied when full: a store with more
-#: distinct tasks than this only loses the shortcut. Only small bodies are kept, so the cache
-#: holds at most ~1 MB however large the tasks (``max_payload`` may allow megabytes).
-_BODIES: dict[Hashable, str] = {}
-_MAX_BODIES = 256
-_MAX_CACHED_CHARS = 4096
+#: else the store does per schedule; a key costs ~0.5 µs.
+_BODIES: SmallCache[Hashable, str] = SmallCache()
 
 
 def _canonical(body: object) -> str:
@@ -66,10 +63,7 @@ def encode_payload(task: TaskSpec, policies: Policies, tenant: str | None = None
     body = _BODIES.get(key)
     if body is None:
         body = _encode(task, policies, tenant)
-        if len(body) <= _MAX_CACHED_CHARS:
-            if len(_BODIES) >= _MAX_BODIES:
-                _BODIES.clear()
-            _BODIES[key] = body
+        _BODIES.put(key, body, len(body))
     return body
 
 
@@ -101,8 +95,7 @@ def _body_key(task: TaskSpec, policies: Policies, tenant: str | None) -> Hashabl
 
 #: Payloads already decoded, by their text: every run decodes its firing's payload, and the
 #: firings of one schedule share it; decoding one was ~7 % of a no-op Python run on the loop.
-#: Small ones only, emptied when full, as :data:`_BODIES`.
-_DECODED: dict[str, RunPayload] = {}
+_DECODED: SmallCache[str, RunPayload] = SmallCache()
 
 
 def decode_payload(text: str) -> RunPayload:
@@ -115,11 +108,7 @@ def decode_payload(text: str) -> RunPayload:
         policies=policies_from_json(body["policies"]),
         tenant=body.get("tenant"),
     )
-    if len(text) <= _MAX_CACHED_CHARS:
-        if len(_DECODED) >= _MAX_BODIES:
-            _DECODED.clear()
-        _DECODED[text] = decoded
-    return decoded
+    return _DECODED.put(text, decoded, len(text))
 
 
 def payload_digest(text: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from schedd.errors import Unavailable
+from schedd.smallcache import SmallCache
 from schedd.store.backlog import BacklogMixin
 from schedd.store.firings import FiringsMixin
 from schedd.store.intake import IntakeMixin
@@ -61,6 +62,7 @@ class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin, Ready
         self._r: aiosqlite.Connection | None = None
         self._p: sqlite3.Connection | None = None
         self._writer: GroupWriter | None = None
+        self._bodies = SmallCache[int, str]()
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -78,8 +78,10 @@ async def run_once(
     return run_id
 
 
-async def committed(store: SqliteStore, name: str = "a") -> Ticket:
-    await add(store, spec(name))
+async def committed(
+    store: SqliteStore, name: str = "a", argv: tuple[str, ...] = ("true",)
+) -> Ticket:
+    await add(store, spec(name, argv=argv))
     sid = (await store.get_schedule(name)).id
     [t] = await store.dispatch([sid], fire_at(T0))
     return t

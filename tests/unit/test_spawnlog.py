@@ -50,3 +50,29 @@ def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "s.spawns"
     path.write_text("10 10 5\n11 1")
     assert SpawnJournal(path).leftovers() == [ProcessIdentity(10, 10, 5)]
+
+
+def test_a_pool_worker_is_written_once_and_kept_while_any_of_its_runs_is_unrecorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spawnlog, "COMPACT_BYTES", 100)
+    path = tmp_path / "s.spawns"
+    journal = SpawnJournal(path)
+    journal.start()
+    worker = ProcessIdentity(5, 5, 50)
+    for _ in range(3):  # three runs handed to one worker
+        journal.spawned(worker)
+    assert path.read_text() == "5 5 50\n"
+    journal.recorded(worker)  # the first run's row; the other two are still being written
+    journal.recorded(worker)
+    for pid in range(10, 40):  # commands, past the compaction size
+        ident = ProcessIdentity(pid, pid, pid)
+        journal.spawned(ident)
+        journal.recorded(ident)
+    left = SpawnJournal(path).leftovers()
+    assert len(left) < 30, "compacted"
+    assert left.count(worker) == 1, "the worker kept: one of its runs is unrecorded"
+    journal.recorded(worker)
+    journal.spawned(worker)  # written again only if compaction dropped it: it did not
+    assert SpawnJournal(path).leftovers().count(worker) == 1
+    journal.close()
