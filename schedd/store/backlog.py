@@ -26,7 +26,7 @@ from schedd.store.records import (
     LaneDepth,
     Removal,
 )
-from schedd.store.rows import OPEN_SQL, marks, transition_all
+from schedd.store.rows import OPEN_SQL, READY_SQL, marks, transition_all
 from schedd.store.writer import Conn
 
 #: The states an operator may remove firings from: never ``running`` (its process is live).
@@ -37,15 +37,21 @@ SAMPLE = 20
 
 class BacklogMixin(StoreMixin):
     async def backlog(self, *, schedule: str | None, top: int) -> Backlog:
-        where, args = f"f.{OPEN_SQL}", list[Any]()
-        if schedule is not None:
-            where += " AND f.schedule = ?"
-            args.append(schedule)
+        # Every unfinished firing: the committed ones through firings_ready, the others through
+        # firings_open, each with its index's own WHERE term so SQLite uses it. Their states
+        # differ, so the two halves' groups never overlap.
+        of_schedule, args = ("", []) if schedule is None else (" AND f.schedule = ?", [schedule])
+        halves = [
+            f" FROM firings f JOIN payloads p ON p.id = f.payload_id WHERE f.{term}{of_schedule}"
+            for term in (READY_SQL, OPEN_SQL)
+        ]
         rows = await self._read(
-            "SELECT f.schedule, f.lane, f.state, count(*), min(f.due_ms), sum(p.size)"
-            f" FROM firings f JOIN payloads p ON p.id = f.payload_id WHERE {where}"
-            " GROUP BY f.schedule, f.lane, f.state",
-            args,
+            " UNION ALL ".join(
+                "SELECT f.schedule, f.lane, f.state, count(*), min(f.due_ms), sum(p.size)"
+                f"{half} GROUP BY f.schedule, f.lane, f.state"
+                for half in halves
+            ),
+            args * 2,
         )
         groups = sorted(
             (BacklogGroup(r[0], r[1], FiringState(r[2]), r[3], r[4], r[5]) for r in rows),
@@ -54,10 +60,13 @@ class BacklogMixin(StoreMixin):
         largest: list[BacklogItem] = []
         if top > 0:
             rows = await self._read(
-                "SELECT f.id, f.key, f.schedule, f.state, f.due_ms, p.size"
-                f" FROM firings f JOIN payloads p ON p.id = f.payload_id WHERE {where}"
-                " ORDER BY p.size DESC, f.id LIMIT ?",
-                (*args, top),
+                "SELECT * FROM ("
+                + " UNION ALL ".join(
+                    f"SELECT f.id, f.key, f.schedule, f.state, f.due_ms, p.size{half}"
+                    for half in halves
+                )
+                + ") ORDER BY 6 DESC, 1 LIMIT ?",
+                (*args * 2, top),
             )
             largest = [BacklogItem(r[0], r[1], r[2], FiringState(r[3]), r[4], r[5]) for r in rows]
         return Backlog(
@@ -70,12 +79,12 @@ class BacklogMixin(StoreMixin):
     async def lanes(self) -> list[LaneDepth]:
         # One statement (one snapshot), two index walks: committed firings through
         # ``firings_ready``, already in lane order (no sort), and the few running ones through
-        # ``firings_open``. Grouping the committed and running rows of ``firings_open`` together
-        # sorted every unfinished firing: 166 ms at 500 000 committed, against 36 ms this way
+        # ``firings_open``. Grouping committed and running rows together sorted every
+        # unfinished firing: 166 ms at 500 000 committed, against 36 ms this way
         # (``firings_ready`` covers lane, catch-up flag and due time since schema v5).
         rows = await self._read(
             "SELECT lane, catchup, 0, count(*), min(due_ms) FROM firings"
-            " WHERE state = 'committed' GROUP BY lane, catchup"
+            f" WHERE {READY_SQL} GROUP BY lane, catchup"
             " UNION ALL SELECT lane, 0, count(*), 0, NULL FROM firings"
             f" WHERE {OPEN_SQL} AND state = 'running' GROUP BY lane"
         )

@@ -40,6 +40,8 @@ from schedd.store.rows import (
     DLQ_SQL,
     DLQ_STATES,
     FIRING_COLS,
+    OPEN_SQL,
+    READY_SQL,
     RUN_COLS,
     chunks,
     firing_row,
@@ -197,9 +199,14 @@ class FiringsMixin(StoreMixin):
                 " reason = 'the daemon stopped during the run' WHERE state = 'running'",
                 (now_ms,),
             )
+            # Committed ones first: those moved from running must not count twice.
+            await conn.execute(
+                f"UPDATE firings SET attempt = attempt + 1, updated_ms = ? WHERE {READY_SQL}",
+                (now_ms,),
+            )
             await conn.execute(
                 "UPDATE firings SET state = 'committed', attempt = attempt + 1, updated_ms = ?"
-                " WHERE state IN ('committed', 'running')",
+                f" WHERE {OPEN_SQL} AND state = 'running'",
                 (now_ms,),
             )
             return lost

@@ -42,15 +42,12 @@ RUN_COLS = (
     " r.started_ms, r.ended_ms, r.exit_code, r.signal, r.reason"
 )
 _FINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINAL_STATES))
-#: The unfinished states, spelled exactly as the partial index ``firings_open`` is (SQLite uses
-#: a partial index only when the query repeats its WHERE term).
-OPEN_STATES = (
-    FiringState.SCHEDULED,
-    FiringState.COMMITTED,
-    FiringState.RUNNING,
-    FiringState.FAILED,
-)
+#: The unfinished states but ``committed``, spelled exactly as the partial index ``firings_open``
+#: is (SQLite uses a partial index only when the query repeats its WHERE term). Committed
+#: firings are in ``firings_ready`` (``READY_SQL``); a read of every unfinished firing reads both.
+OPEN_STATES = (FiringState.SCHEDULED, FiringState.RUNNING, FiringState.FAILED)
 OPEN_SQL = "state IN ({})".format(", ".join(f"'{s.value}'" for s in OPEN_STATES))
+READY_SQL = "state = 'committed'"
 #: The dead-letter states (``schedctl dlq``), spelled as the partial index ``firings_dead`` is.
 DLQ_STATES = (FiringState.DEAD, FiringState.QUARANTINED)
 DLQ_SQL = "state IN ({})".format(", ".join(f"'{s.value}'" for s in DLQ_STATES))
@@ -58,10 +55,12 @@ DLQ_SQL = "state IN ({})".format(", ".join(f"'{s.value}'" for s in DLQ_STATES))
 
 def state_sql(states: Iterable[FiringState]) -> str:
     """``state IN (...)`` as literals, prefixed with the WHERE term of the partial index that
-    covers them (``firings_open`` or ``firings_dead``), so SQLite can use that index."""
+    covers them (``firings_open``, ``firings_ready`` or ``firings_dead``), so SQLite can use
+    that index; states no one index covers are scanned for."""
     wanted = set(states)
     listed = "state IN ({})".format(", ".join(f"'{s.value}'" for s in FiringState if s in wanted))
-    for covering, term in ((OPEN_STATES, OPEN_SQL), (DLQ_STATES, DLQ_SQL)):
+    covers = ((OPEN_STATES, OPEN_SQL), ((FiringState.COMMITTED,), READY_SQL), (DLQ_STATES, DLQ_SQL))
+    for covering, term in covers:
         if wanted <= set(covering):
             return f"{term} AND {listed}"
     return listed

@@ -32,6 +32,11 @@ Layout decisions that carry guarantees:
   are read from the index alone, never from the rows: 34 ms instead of 58 ms at 500 000 committed
   firings. ``state`` is there because SQLite 3.40 only treats a partial index as covering when it
   holds the columns of its own WHERE term.
+* v6 takes ``committed`` out of ``firings_open``: ``firings_ready`` already holds every committed
+  firing, and a pulse of them is most of what is ever open, so each was indexed twice. One
+  index entry fewer per firing committed and one change fewer per run started: the same rows
+  into schedd's table 165-168 k/s before, 184-186 k/s after (200 000 rows, 500 a
+  transaction). Reads of every unfinished firing take the two indexes in turn.
 """
 
 from __future__ import annotations
@@ -130,6 +135,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX firings_ready",
         """CREATE INDEX firings_ready ON firings(lane, catchup, id, due_ms, state)
             WHERE state = 'committed'""",
+    ),
+    # version 6: committed firings leave firings_open to firings_ready
+    (
+        "DROP INDEX firings_open",
+        """CREATE INDEX firings_open ON firings(state, id)
+            WHERE state IN ('scheduled', 'running', 'failed')""",
     ),
 )
 
