@@ -14,6 +14,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from schedd import failpoints
 from tests.integration.conftest import Daemon, base_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,3 +143,39 @@ max = "10ms"
     assert env["SCHEDD_SCHEDULE"] == "poison"
     assert env["SCHEDD_QUARANTINE_REASON"].startswith("quarantined after 2 crashes")
     assert env["SCHEDD_FIRING_ID"].isdigit()
+
+
+def test_a_python_run_killed_before_its_rows_are_stored_runs_again_and_is_stored_once(
+    daemon_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A no-op Python run ends before the writer reaches its start, and is then stored whole (one
+    row, one firing change). Killed right after the run, before either is stored
+    (``after_run_before_result``), the next daemon runs the key again with attempt 2."""
+    d: Daemon = daemon_factory(
+        base_config(
+            f"""
+[schedules.once]
+at = "{PAST}"
+python = "tests.pytasks:pid"
+"""
+        ).replace("[workers]\nmax = 4", f'[workers]\nmax = 4\npythonpath = ["{REPO}"]')
+    )
+    monkeypatch.setenv(failpoints.ENV, "after_run_before_result=kill:1")
+    assert d.start(wait_ready=False).wait(timeout=60) == -signal.SIGKILL, d.logs()
+    key = "once@2026-01-01T00:00:00.000Z"
+    [(state, attempt)] = store_rows(d, "SELECT state, attempt FROM firings WHERE key = ?", key)
+    assert (state, attempt) in {("committed", 1), ("running", 1)}, "its end was never stored"
+    monkeypatch.delenv(failpoints.ENV)
+    d.start()
+    result = d.call("wait", key=key, states=["succeeded", "dead"], timeout_ms=30_000)
+    assert result["done"], d.logs()
+    assert (result["firing"]["state"], result["firing"]["attempt"]) == ("succeeded", 2)
+    assert d.stop() == 0
+    runs = store_rows(
+        d,
+        "SELECT r.attempt, r.state FROM runs r JOIN firings f ON f.id = r.firing_id"
+        " WHERE f.key = ? ORDER BY r.id",
+        key,
+    )
+    assert runs[-1] == (2, "succeeded"), runs
+    assert all(row == (1, "lost") for row in runs[:-1]), runs  # a start written, if any
