@@ -46,7 +46,7 @@ SIZES = {
     "full": {
         "pulse": 500_000,
         "aps_sqlite": 5_000,
-        "e2e_python": 50_000,  # the 100 000 takes 4-6 min alone: over the budget
+        "e2e_python": 100_000,
         "e2e_command": 10_000,
         "recovery_submit": 20_000,  # the 500 000 pulse's restart is 7 at full size
         "spawn": 3_000,
