@@ -358,7 +358,7 @@ class _Rows:
 
 @dataclass(frozen=True, slots=True)
 class _End:
-    """An ended run as judged, waiting for its start's row id to be stored."""
+    """An ended run as judged, waiting to be stored: with its start, or after it."""
 
     ticket: Ticket
     payload: RunPayload

@@ -67,7 +67,9 @@ _END_COLS = (
     "output_bytes",
     "output_truncated",
 )
-_RUN_END = ", ".join(f"{col} = ?" for col in _END_COLS)
+_RUN_FINISH = "UPDATE runs SET {} WHERE id = ? AND state = 'running' RETURNING id".format(
+    ", ".join(f"{col} = ?" for col in _END_COLS)
+)
 _START_COLS = ("firing_id", "schedule", "attempt", "pid", "pgid", "proc_start", "started_ms")
 _RUN_INSERT = "INSERT INTO runs ({}) VALUES ({}) RETURNING id".format(
     ", ".join(_START_COLS + _END_COLS), marks(len(_START_COLS) + len(_END_COLS))
@@ -166,10 +168,7 @@ class FiringsMixin(StoreMixin):
 
     async def finish_run(self, run_id: int, finish: RunFinish) -> None:
         async def unit(conn: Conn) -> None:
-            ended = await conn.execute_fetchall(
-                f"UPDATE runs SET {_RUN_END} WHERE id = ? AND state = 'running' RETURNING id",
-                (*_run_end(finish), run_id),
-            )
+            ended = await conn.execute_fetchall(_RUN_FINISH, (*_run_end(finish), run_id))
             if not ended:
                 raise IllegalTransition(f"run {run_id} is not running")
             await _end_firing(conn, finish)
