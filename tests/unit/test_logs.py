@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import os
@@ -12,7 +14,14 @@ from typing import TextIO
 
 import pytest
 
-from schedd.logs import EVENT_FIELDS, Event, JsonFormatter, LogFormat, setup_logging
+from schedd.logs import (
+    EVENT_FIELDS,
+    BatchedStreamHandler,
+    Event,
+    JsonFormatter,
+    LogFormat,
+    setup_logging,
+)
 
 TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (?P<level>[A-Z]+) (?P<rest>.*)")
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -214,3 +223,53 @@ def test_level_applies_to_schedd_and_others_speak_from_warning_up(logged: Setup)
         "ours, info",
         "theirs, error",
     ]
+
+
+class Watched(io.StringIO):
+    """A stream that says when it was flushed: the handler flushes after every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = asyncio.Event()
+
+    def flush(self) -> None:
+        super().flush()
+        self.flushed.set()
+
+
+def batched(delay_s: float) -> tuple[logging.Logger, Watched, BatchedStreamHandler]:
+    stream = Watched()
+    handler = BatchedStreamHandler(stream, delay_s)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log = logging.getLogger(f"schedd.test.batched.{id(handler)}")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    return log, stream, handler
+
+
+async def test_info_lines_on_the_loop_are_written_together_once_the_delay_has_passed() -> None:
+    log, stream, _ = batched(0)
+    log.info("one")
+    log.debug("two")
+    assert stream.getvalue() == "", "gathered, not written line by line"
+    async with asyncio.timeout(5):
+        await stream.flushed.wait()
+    assert stream.getvalue() == "INFO one\nDEBUG two\n"
+
+
+async def test_a_warning_writes_what_was_gathered_and_itself_at_once_in_order() -> None:
+    log, stream, handler = batched(3600)
+    log.info("routine")
+    log.warning("trouble")
+    assert stream.getvalue() == "INFO routine\nWARNING trouble\n"
+    log.info("later")
+    handler.flush()  # as logging.shutdown does at exit
+    assert stream.getvalue().endswith("WARNING trouble\nINFO later\n")
+
+
+async def test_a_line_logged_off_the_loop_is_written_at_once_after_what_was_gathered() -> None:
+    log, stream, _ = batched(3600)
+    log.info("on the loop")
+    await asyncio.to_thread(log.info, "from a thread")
+    assert stream.getvalue() == "INFO on the loop\nINFO from a thread\n"
