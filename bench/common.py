@@ -391,6 +391,8 @@ def running(daemon: Daemon) -> Iterator[Daemon]:
 
 
 def config(schedules: str = "", *, workers: int = 4, extra: str = "") -> str:
+    """A daemon's config for a scenario: logging as shipped (``info``: a line at each run's
+    start and end), since that is what a user's daemon pays."""
     return f"""
 [daemon]
 state_dir = "state"
@@ -398,9 +400,6 @@ shutdown_grace = "1s"
 
 [workers]
 max = {workers}
-
-[logging]
-level = "warning"
 {extra}
 {schedules}
 """
