@@ -21,12 +21,15 @@ pure JSON. The variable is inherited by every process a service starts, so its m
 does not mean our stderr goes to the journal (a test harness, a redirect to a file); only the
 device and inode match does (systemd.exec(5) recommends exactly this check).
 
-**Written in batches.** Each run logs its start and end at ``info``; a ``write(2)`` per line was
-10-30 % of a no-op Python run's cost at the default level. So lines below ``warning`` logged on
-the event loop are gathered and written together :data:`FLUSH_S` after the first of them, and a
-``warning`` or worse, or any line logged off the loop, writes what is gathered and itself at
-once, in order. The price: a daemon killed with SIGKILL loses at most that much of its ``info``
-lines (the runs themselves are in the store); a normal exit writes everything.
+**Run lines written in batches under load.** Each run logs its start and end at ``info``; a
+``write(2)`` per line was 10-30 % of a no-op Python run's cost at the default level. So a run's
+line below ``warning`` (a record carrying the firing's ``key``), logged on the event loop less
+than :data:`FLUSH_S` after the last write, waits and goes out with the others :data:`FLUSH_S`
+after that write. Every other line is written at once, behind whatever waits, in order: after
+a quiet spell, a ``warning`` or worse, an operator's command (its audit line), the daemon's own
+lifecycle, a line logged off the loop. The price: a daemon killed with SIGKILL under load loses
+at most that much of its run lines (the runs themselves are in the store); a normal exit writes
+everything.
 
 **One line per event.** A JSON event is one line by construction. A text event that spans lines
 (a traceback, a task's error message with newlines in it) has its continuation lines indented,
@@ -136,7 +139,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class BatchedStreamHandler(logging.StreamHandler[TextIO]):
-    """A stream handler that writes the event loop's routine lines in batches (see the module).
+    """A stream handler that writes runs' lines in batches under load (see the module).
 
     ``emit`` runs under the handler's lock (``Handler.handle`` takes it), and so does the timed
     write, so lines logged from other threads meanwhile keep their order."""
@@ -145,6 +148,7 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         super().__init__(stream)
         self._delay_s = delay_s
         self._lines: list[str] = []
+        self._written_at = -delay_s - 1.0  # time.monotonic() of the last write
         #: The loop a timed write is pending on (a test's or a restarted daemon's loop may be
         #: gone with its timer: a new loop gets a timer of its own).
         self._timed_on: asyncio.AbstractEventLoop | None = None
@@ -153,14 +157,17 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         try:
             self._lines.append(self.format(record) + self.terminator)
             try:
-                loop = None if record.levelno >= logging.WARNING else asyncio.get_running_loop()
+                loop = asyncio.get_running_loop() if _routine(record) else None
             except RuntimeError:  # off the loop: no timer to write it later
                 loop = None
-            if loop is None:
+            if self._timed_on is not None and self._timed_on is loop:
+                return  # the pending write takes it
+            due = self._written_at + self._delay_s
+            if loop is None or time.monotonic() >= due:
                 self._write()
-            elif self._timed_on is not loop:
+            else:
                 self._timed_on = loop
-                loop.call_later(self._delay_s, self._timed_write)
+                loop.call_later(due - time.monotonic(), self._timed_write)
         except Exception:  # noqa: BLE001 - logging's own policy for a failing handler
             self.handleError(record)
 
@@ -183,7 +190,13 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         if self._lines:
             self.stream.write("".join(self._lines))
             self._lines.clear()
+            self._written_at = time.monotonic()
         self.stream.flush()
+
+
+def _routine(record: logging.LogRecord) -> bool:
+    """A run's start or end as every run logs it: the lines worth batching."""
+    return record.levelno < logging.WARNING and "key" in record.__dict__
 
 
 def _stream_is_journal(stream: TextIO, journal_stream: str | None) -> bool:

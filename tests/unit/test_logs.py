@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pytest
 
@@ -237,7 +237,14 @@ class Watched(io.StringIO):
         self.flushed.set()
 
 
-def batched(delay_s: float) -> tuple[logging.Logger, Watched, BatchedStreamHandler]:
+class RunLines(logging.LoggerAdapter[logging.Logger]):
+    """Logs as a run does: every line carries its firing's key (an ``Event``)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return msg, {**kwargs, "extra": Event(key="job@2026-01-01T00:00:00.000Z")}
+
+
+def batched(delay_s: float) -> tuple[RunLines, Watched, BatchedStreamHandler]:
     stream = Watched()
     handler = BatchedStreamHandler(stream, delay_s)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
@@ -245,24 +252,29 @@ def batched(delay_s: float) -> tuple[logging.Logger, Watched, BatchedStreamHandl
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.DEBUG)
-    return log, stream, handler
+    return RunLines(log), stream, handler
 
 
-async def test_info_lines_on_the_loop_are_written_together_once_the_delay_has_passed() -> None:
-    log, stream, _ = batched(0)
+async def test_a_line_after_a_quiet_spell_goes_out_at_once_and_the_next_ones_together() -> None:
+    log, stream, _ = batched(0.01)
     log.info("one")
-    log.debug("two")
-    assert stream.getvalue() == "", "gathered, not written line by line"
+    assert stream.getvalue() == "INFO one\n", "nothing was written lately: at once"
+    stream.flushed.clear()
+    log.info("two")
+    log.debug("three")
+    assert stream.getvalue() == "INFO one\n", "soon after a write: gathered"
     async with asyncio.timeout(5):
         await stream.flushed.wait()
-    assert stream.getvalue() == "INFO one\nDEBUG two\n"
+    assert stream.getvalue() == "INFO one\nINFO two\nDEBUG three\n"
 
 
 async def test_a_warning_writes_what_was_gathered_and_itself_at_once_in_order() -> None:
     log, stream, handler = batched(3600)
+    log.info("first")
     log.info("routine")
+    assert stream.getvalue() == "INFO first\n"
     log.warning("trouble")
-    assert stream.getvalue() == "INFO routine\nWARNING trouble\n"
+    assert stream.getvalue() == "INFO first\nINFO routine\nWARNING trouble\n"
     log.info("later")
     handler.flush()  # as logging.shutdown does at exit
     assert stream.getvalue().endswith("WARNING trouble\nINFO later\n")
@@ -270,6 +282,15 @@ async def test_a_warning_writes_what_was_gathered_and_itself_at_once_in_order() 
 
 async def test_a_line_logged_off_the_loop_is_written_at_once_after_what_was_gathered() -> None:
     log, stream, _ = batched(3600)
+    log.info("first")
     log.info("on the loop")
     await asyncio.to_thread(log.info, "from a thread")
-    assert stream.getvalue() == "INFO on the loop\nINFO from a thread\n"
+    assert stream.getvalue() == "INFO first\nINFO on the loop\nINFO from a thread\n"
+
+
+async def test_lines_other_than_runs_are_written_at_once_after_what_was_gathered() -> None:
+    log, stream, _ = batched(3600)
+    log.info("first")
+    log.info("a run ended")
+    log.logger.info("admin dlq.purge by uid=0")  # an operator's audit line: no firing key
+    assert stream.getvalue() == "INFO first\nINFO a run ended\nINFO admin dlq.purge by uid=0\n"
