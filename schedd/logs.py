@@ -148,7 +148,8 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         super().__init__(stream)
         self._delay_s = delay_s
         self._lines: list[str] = []
-        self._written_at = -delay_s - 1.0  # time.monotonic() of the last write
+        #: When run lines were last written, on the loop's clock (which times the batches).
+        self._written_at = float("-inf")
         #: The loop a timed write is pending on (a test's or a restarted daemon's loop may be
         #: gone with its timer: a new loop gets a timer of its own).
         self._timed_on: asyncio.AbstractEventLoop | None = None
@@ -160,27 +161,31 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
                 loop = asyncio.get_running_loop() if _routine(record) else None
             except RuntimeError:  # off the loop: no timer to write it later
                 loop = None
-            if self._timed_on is not None and self._timed_on is loop:
-                return  # the pending write takes it
-            due = self._written_at + self._delay_s
-            if loop is None or time.monotonic() >= due:
+            if loop is None:
                 self._write()
-            else:
-                self._timed_on = loop
-                loop.call_later(due - time.monotonic(), self._timed_write)
+            elif self._timed_on is not loop:  # else the pending write takes it
+                due = self._written_at + self._delay_s
+                if loop.time() >= due:
+                    self._write()
+                    self._written_at = loop.time()
+                else:
+                    self._timed_on = loop
+                    loop.call_at(due, self._timed_write)
         except Exception:  # noqa: BLE001 - logging's own policy for a failing handler
             self.handleError(record)
 
     def flush(self) -> None:
-        self._write_locked(timed=False)
-
-    def _timed_write(self) -> None:
-        self._write_locked(timed=True)
-
-    def _write_locked(self, *, timed: bool) -> None:
         self.acquire()
         try:
-            if timed:
+            self._write()
+        finally:
+            self.release()
+
+    def _timed_write(self) -> None:
+        self.acquire()
+        try:
+            if self._timed_on is not None:
+                self._written_at = self._timed_on.time()
                 self._timed_on = None
             self._write()
         finally:
@@ -190,7 +195,6 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         if self._lines:
             self.stream.write("".join(self._lines))
             self._lines.clear()
-            self._written_at = time.monotonic()
         self.stream.flush()
 
 
