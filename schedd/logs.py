@@ -62,7 +62,7 @@ _PRIORITY = {
 }
 #: Indentation of a text event's continuation lines.
 _CONTINUATION = "  "
-#: Seconds an ``info`` line logged on the event loop may wait to be written with others.
+#: Seconds a run's line logged on the event loop under load may wait to be written with others.
 FLUSH_S = 0.05
 
 
@@ -164,10 +164,10 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
             if loop is None:
                 self._write()
             elif self._timed_on is not loop:  # else the pending write takes it
-                due = self._written_at + self._delay_s
-                if loop.time() >= due:
+                now, due = loop.time(), self._written_at + self._delay_s
+                if now >= due:
                     self._write()
-                    self._written_at = loop.time()
+                    self._written_at = now
                 else:
                     self._timed_on = loop
                     loop.call_at(due, self._timed_write)
