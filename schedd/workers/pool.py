@@ -552,7 +552,9 @@ class WorkerPool:
         if self._closing.done():
             self._retire(worker)
             return
-        if not worker.healthy:
+        # Asked only when handed straight on: a worker going idle is asked when taken (a
+        # ``waitid`` each time, twice a run when both asked).
+        if self._waiters and not worker.healthy:
             self._lose(worker)
             return
         while self._waiters:
