@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import queue
+import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CommitWatch, wait_until, wall_ms, wall_s
-from bench.floors import FIRING_INSERT, FIRINGS_TABLE, open_wal
+from bench.floors import FIRING_INSERT, FIRINGS_TABLE, open_wal, write_in_groups
 from bench.steady import GRACE_MS, commit_figures, window_bounds
 
 #: schedd's default jitter bound for a 1 s interval: a tenth of its period.
@@ -65,7 +66,9 @@ def _fire(path: Path, n: int, stop_ms: int) -> None:
     """The firing process: the loop in the main thread, the writer beside it, until every
     firing due before ``stop_ms`` is committed."""
     pending: queue.SimpleQueue[Firing | None] = queue.SimpleQueue()
-    writer = threading.Thread(target=_write, args=(path, pending), name="writer")
+    writer = threading.Thread(
+        target=write_in_groups, args=(path, pending, _insert_firings), name="writer"
+    )
     writer.start()
     try:
         asyncio.run(_timers(n, stop_ms, pending.put))
@@ -100,21 +103,5 @@ async def _timers(n: int, stop_ms: int, hand: Callable[[Firing], None]) -> None:
     await done
 
 
-def _write(path: Path, pending: queue.SimpleQueue[Firing | None]) -> None:
-    """Group commit: every row pending, one transaction, COMMIT; then what came meanwhile.
-    ``None`` (handed last) ends it once the rows before it are committed."""
-    db = open_wal(path)
-    try:
-        while True:
-            batch = [pending.get()]
-            while not pending.empty():
-                batch.append(pending.get_nowait())
-            rows = [row for row in batch if row is not None]
-            if rows:
-                db.execute("BEGIN IMMEDIATE")
-                db.executemany(FIRING_INSERT, rows)
-                db.execute("COMMIT")
-            if len(rows) < len(batch):
-                return
-    finally:
-        db.close()
+def _insert_firings(db: sqlite3.Connection, firings: list[Firing]) -> None:
+    db.executemany(FIRING_INSERT, firings)
