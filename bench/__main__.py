@@ -113,6 +113,7 @@ def run(quick: bool, scale: float, reps: int) -> dict[str, Any]:
         r.child("floor_spawn2", "bench.floors:spawn", n=n["spawn"], parallel=2)
         r.child("floor_pipe", "bench.floors:pipe_round_trip", n=n["pipe"])
         r.child("floor_pipe_rows", "bench.floors:pipe_with_rows", n=n["pipe"])
+        r.child("floor_pool_duties", "bench.floors:pool_duties", n=n["pipe"])
         r.child("aps_memory", "bench.apsched:pulse", n=n["pulse"])
         r.child("aps_sqlite", "bench.apsched:pulse", n=n["aps_sqlite"], store="sqlite")
         for key, size in (("tiny", 0), ("64k", payload.NEAR_CAP)):

@@ -2,6 +2,10 @@
 
 Each floor is the bare mechanism schedd is built on, with nothing of schedd around it: what
 the daemon could reach if its own code cost nothing. Ratios to these are the honest targets.
+Two more, beside the pipe round trip, tell end to end's miss apart: the round trip with each
+run's rows stored beside it (what durability costs a pool), and with everything DESIGN asks of
+a run done by the leanest loop we could write (what the protocol, the worker program, the log
+lines and the rows cost together, before any of the daemon's own structure).
 """
 
 from __future__ import annotations
@@ -9,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
 import queue
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.common import lateness_summary, now_s, request_line, sleep_s
+from schedd.logs import setup_logging
+from schedd.workers import pyworker
 
 T = TypeVar("T")
 
@@ -49,6 +57,7 @@ def timer_pulse(n: int) -> dict[str, Any]:
 
 #: The instant the floors' firing rows are for (any fixed one will do).
 AT_MS = 1_900_000_000_000
+AT = "2030-03-17T17:46:40.000Z"
 
 
 #: A firing as bare as it gets: a unique key, its schedule, when it is due.
@@ -246,6 +255,11 @@ FIRING_END = (
     " WHERE id = ? AND state = 'committed'"
 )
 Run = tuple[int, str, int]
+_FIRING_ROW = (
+    "INSERT INTO firings (id, key, schedule_id, schedule, scheduled_for_ms, due_ms, state, attempt,"
+    " payload_id, lane, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 'committed', 1, 1,"
+    " 'default', ?, ?)"
+)
 
 
 def pipe_with_rows(n: int, workers: int = 2) -> dict[str, Any]:
@@ -263,9 +277,7 @@ def pipe_with_rows(n: int, workers: int = 2) -> dict[str, Any]:
         db = _schedd_store(path)
         _insert(
             db,
-            "INSERT INTO firings (id, key, schedule_id, schedule, scheduled_for_ms, due_ms, state,"
-            " attempt, payload_id, lane, created_ms, updated_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, 'committed', 1, 1, 'default', ?, ?)",
+            _FIRING_ROW,
             ((i, f"p{i}@x", i, f"p{i}", *[AT_MS] * 4) for i in range(n)),
             500,
         )
@@ -279,6 +291,101 @@ def pipe_with_rows(n: int, workers: int = 2) -> dict[str, Any]:
             pending.put(None)
             writer.join()
         return {"rate": n / (now_s() - started)}
+
+
+def pool_duties(n: int, workers: int = 2) -> dict[str, Any]:
+    """What DESIGN asks of every Python run, done by the leanest loop we could write, with
+    nothing else of schedd around it: schedd's own worker program (``pyworker.py``, calling
+    ``os:getpid``), the call built and framed as the pool frames it and the answer read back,
+    a line at each run's start and end at ``info`` through schedd's log handler into a file,
+    and each run's rows stored beside it as in :func:`pipe_with_rows`. No tickets, lanes,
+    supervision, retries, metrics or tasks per run. Timed from the first call until the last
+    run is committed."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        path = Path(tmp) / "schedd.db"
+        db = _schedd_store(path)
+        _insert(db, _FIRING_ROW, ((i, f"p{i}@x", i, f"p{i}", *[AT_MS] * 4) for i in range(n)), 500)
+        db.close()
+        pending: queue.SimpleQueue[Run | None] = queue.SimpleQueue()
+        writer = threading.Thread(target=write_in_groups, args=(path, pending, _store_runs))
+        writer.start()
+        with open(Path(tmp) / "schedd.log", "w") as log_file:
+            setup_logging("info", "text", log_file)
+            try:
+                started = asyncio.run(_duties(n, workers, pending.put))
+            finally:
+                pending.put(None)
+                writer.join()
+        return {"rate": n / (now_s() - started)}
+
+
+async def _duties(n: int, workers: int, store: Callable[[Run], None]) -> float:
+    """When the first call of :func:`pool_duties` was sent (its workers started before)."""
+    from schedd.workers.messages import PythonCall, parse_done, parse_ready, run_message
+
+    log = logging.getLogger("schedd.attempt")
+    loop = asyncio.get_running_loop()
+    remaining, procs, channels = n, [], []
+    for _ in range(workers):
+        ours, theirs = socket.socketpair()
+        procs.append(
+            subprocess.Popen(  # noqa: ASYNC220 - set-up, before the clock starts
+                [sys.executable, "-u", pyworker.__file__, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        theirs.close()
+        ours.setblocking(False)
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        reader = pyworker.FrameReader()
+        loop.add_reader(ours.fileno(), _answers, ours, reader, inbox)
+        channels.append((ours, inbox))
+
+    async def drive(sock: socket.socket, inbox: asyncio.Queue[dict[str, Any]]) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            i, key = remaining, f"p{remaining}@x"
+            env = {
+                "SCHEDD_IDEMPOTENCY_KEY": key,
+                "SCHEDD_SCHEDULED_FOR": AT,
+                "SCHEDD_ATTEMPT": "1",
+                "SCHEDD_SCHEDULE": f"p{i}",
+            }
+            context = {
+                "idempotency_key": key,
+                "scheduled_for": AT,
+                "attempt": 1,
+                "schedule": f"p{i}",
+            }
+            call = PythonCall("os:getpid", (), {}, context, env, None, 5000)
+            frame = pyworker.encode(run_message(i, call))
+            log.info("run started: schedule=p%d key=%s attempt=1", i, key, extra={"key": key})
+            sock.send(frame)
+            parse_done(await inbox.get(), i)
+            log.info(
+                "run finished: schedule=p%d key=%s outcome=succeeded", i, key, extra={"key": key}
+            )
+            store((i, f"p{i}", AT_MS))
+
+    for _, inbox in channels:
+        parse_ready(await inbox.get())
+    started = now_s()
+    await asyncio.gather(*(drive(sock, inbox) for sock, inbox in channels))
+    for (sock, _), proc in zip(channels, procs, strict=True):
+        loop.remove_reader(sock.fileno())
+        sock.close()
+        proc.wait()
+    return started
+
+
+def _answers(
+    sock: socket.socket, reader: pyworker.FrameReader, inbox: asyncio.Queue[dict[str, Any]]
+) -> None:
+    data = sock.recv(65536)
+    for message in reader.feed(data) if data else [{"type": "end of file"}]:
+        inbox.put_nowait(message)
 
 
 def _store_runs(db: sqlite3.Connection, runs: list[Run]) -> None:

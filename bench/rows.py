@@ -266,6 +266,12 @@ def _execution(n: dict[str, int], col: Col) -> list[Row]:
             col("schedd_e2e_python", "rate"),
             floor=col("floor_pipe_rows", "rate"),
         ),
+        Row(
+            "  floor=DESIGN's duties of a run, the leanest loop, schedd's worker",
+            "tasks/s",
+            col("schedd_e2e_python", "rate"),
+            floor=col("floor_pool_duties", "rate"),
+        ),
         command,
         Row(
             f"7 recovery, {n['pulse'] - 1:,} committed + 1 running",
