@@ -26,9 +26,10 @@ import pytest
 from schedd.clock import Clock, SystemClock
 from schedd.errors import InvalidArgument, Unavailable
 from schedd.model import Limits, RunOutcome
+from schedd.workers.launch import PYWORKER
 from schedd.workers.messages import PythonCall
 from schedd.workers.outcome import RunResult
-from schedd.workers.pool import PYWORKER, PoolSettings, WorkerPool
+from schedd.workers.pool import PoolSettings, WorkerPool
 from schedd.workers.procs import ProcessIdentity, process_identity
 from schedd.workers.pyworker import MAX_FRAME, FrameReader, ProtocolError, encode
 from tests.fakes import FakeClock
