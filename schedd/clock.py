@@ -19,6 +19,10 @@ import asyncio
 import time
 from typing import Protocol
 
+#: ``(wall_ms, monotonic_ms)`` read together: an instant by both clocks, so what was measured
+#: against the wall clock then can be carried on the monotonic one across a later wall step.
+ClockReading = tuple[int, int]
+
 
 class Clock(Protocol):
     def monotonic_ms(self) -> int:

@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Protocol, TypeVar
 
 from schedd import failpoints
-from schedd.clock import Clock
+from schedd.clock import Clock, ClockReading
 from schedd.events import FiringEvents
 from schedd.model import PythonTask
 from schedd.planner import plan
@@ -69,7 +69,7 @@ PRESCALE_MS = 5_000
 class TicketSink(Protocol):
     """Where committed firings go (the runner); it also answers the overlap question."""
 
-    def submit(self, ticket: Ticket) -> None: ...
+    def submit(self, ticket: Ticket, as_of: ClockReading | None = None) -> None: ...
 
     def active_count(self, schedule_id: int) -> int:
         """Firings of the schedule committed or running in this process (overlap asks)."""
@@ -194,6 +194,7 @@ class Dispatcher:
 
     async def _dispatch(self, ids: list[int]) -> None:
         now = self._clock.wall_ms()
+        as_of = (now, self._clock.monotonic_ms())
         rearm: dict[int, int] = {}
         names: set[str] = set()
 
@@ -228,7 +229,7 @@ class Dispatcher:
             else:
                 self._forget(sid)
         for ticket in tickets:
-            self._runner.submit(ticket)
+            self._runner.submit(ticket, as_of)
             self._events.changed(ticket.key, ticket.schedule)  # `runs wait KEY --state committed`
         for name in names:
             self._events.changed(None, name)
@@ -239,6 +240,7 @@ class Dispatcher:
 
     async def _start_retries(self, firing_ids: list[int]) -> None:
         now = self._clock.wall_ms()
+        as_of = (now, self._clock.monotonic_ms())
         try:
             batch = await self._store.start_retries(firing_ids, now)
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failed commit
@@ -248,7 +250,7 @@ class Dispatcher:
         for due, fid in batch.not_due:  # the wall clock is behind: never early
             self._timer.arm(("r", fid), due)
         for ticket in batch.tickets:
-            self._runner.submit(ticket)
+            self._runner.submit(ticket, as_of)
             self._events.changed(ticket.key, ticket.schedule)
 
     def _try_again(self, kind: str, ids: list[int], now: int, exc: Exception) -> None:

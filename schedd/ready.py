@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 
 from schedd.aio import wait_first
 from schedd.catchup import CatchupDrain
-from schedd.clock import Clock
+from schedd.clock import Clock, ClockReading
 from schedd.lanes import Allocator
 from schedd.model import RunOutcome
 from schedd.store.contract import Store
@@ -101,8 +101,11 @@ class ReadyQueues:
 
     # --- intake ----------------------------------------------------------------------------
 
-    def offer(self, ticket: Ticket) -> None:
-        """Hold a newly committed firing, or leave it in the store to be read back later."""
+    def offer(self, ticket: Ticket, as_of: ClockReading | None = None) -> None:
+        """Hold a newly committed firing, or leave it in the store to be read back later.
+
+        ``as_of``: both clocks as read when it was decided. How late it already was is taken
+        from them, so a wall step between its commit and this call is not counted as waiting."""
         lane = self._lanes.lane_of(ticket.lane)
         key = (ticket.lane, ticket.catchup)
         left = self._left.get(key)
@@ -110,7 +113,7 @@ class ReadyQueues:
             self._left.setdefault(key, _Range()).add(ticket.firing_id)
             self._wake.set()
             return
-        self._hold(ticket, lane)
+        self._hold(ticket, lane, as_of)
 
     def resume(self, spans: Iterable[ReadySpan]) -> None:
         """At start-up: every committed firing is in the store; read them back as above."""
@@ -233,10 +236,10 @@ class ReadyQueues:
 
     # --- bookkeeping ------------------------------------------------------------------------
 
-    def _hold(self, ticket: Ticket, lane: str) -> None:
+    def _hold(self, ticket: Ticket, lane: str, as_of: ClockReading | None = None) -> None:
         (self._backlog if ticket.catchup else self._fresh)[lane].append(ticket)
-        late = max(0, self._clock.wall_ms() - ticket.ready_ms)
-        self.known[ticket.firing_id] = self._clock.monotonic_ms() - late
+        wall, monotonic = as_of or (self._clock.wall_ms(), self._clock.monotonic_ms())
+        self.known[ticket.firing_id] = monotonic - max(0, wall - ticket.ready_ms)
         self._count(1)
 
     def _count(self, n: int) -> None:

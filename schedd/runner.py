@@ -53,7 +53,7 @@ from collections.abc import Iterable, Mapping
 from schedd.aio import wait_first
 from schedd.attempt import Attempts
 from schedd.catchup import CatchupDrain, CatchupSettings
-from schedd.clock import Clock
+from schedd.clock import Clock, ClockReading
 from schedd.errors import ScheddError
 from schedd.events import FiringEvents
 from schedd.lanes import Allocator, Lane, Start
@@ -112,13 +112,14 @@ class Runner:
 
     # --- what the dispatcher and status see ------------------------------------------------
 
-    def submit(self, ticket: Ticket) -> None:
-        """A firing was committed: count it, and queue it (or leave it in the store)."""
+    def submit(self, ticket: Ticket, as_of: ClockReading | None = None) -> None:
+        """A firing was committed: count it, and queue it (or leave it in the store);
+        ``as_of``: both clocks as read when it was decided (:meth:`ReadyQueues.offer`)."""
         if ticket.schedule_id is not None:
             self._active[ticket.schedule_id] += 1
         if ticket.firing_id in self.ready.known:
             return  # a page read it back between its commit and this call: held already
-        self.ready.offer(ticket)
+        self.ready.offer(ticket, as_of)
         self._fill()
 
     def resume(self, spans: Iterable[ReadySpan], active: Mapping[int, int]) -> None:

@@ -16,6 +16,7 @@ from schedd.admin.access import Access
 from schedd.admin.ops import AdminOps, DaemonView
 from schedd.admin.protocol import Peer
 from schedd.catchup import CatchupDrain, CatchupSettings
+from schedd.clock import ClockReading
 from schedd.config import load_config
 from schedd.dispatcher import Dispatcher
 from schedd.events import FiringEvents
@@ -46,7 +47,7 @@ class RecordingRunner:
     started: int = 0
     finished: int = 0
 
-    def submit(self, ticket: Ticket) -> None:
+    def submit(self, ticket: Ticket, as_of: ClockReading | None = None) -> None:
         self.submitted.append(ticket)
 
     def discard(self, removed: Iterable[FiringRef]) -> None:

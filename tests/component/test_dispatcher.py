@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from schedd import dispatcher as dispatcher_module
-from schedd.clock import SystemClock
+from schedd.clock import ClockReading, SystemClock
 from schedd.dispatcher import Dispatcher
 from schedd.events import FiringEvents
 from schedd.keys import firing_key
@@ -36,10 +36,13 @@ EVERY = 10_000
 class Recorder:
     clock: FakeClock
     fired: list[tuple[Ticket, int]] = field(default_factory=list)  # (ticket, wall at submit)
+    #: The clocks each firing was decided at, as handed over with it.
+    decided: list[ClockReading | None] = field(default_factory=list)
     prescaled: list[int] = field(default_factory=list)
 
-    def submit(self, ticket: Ticket) -> None:
+    def submit(self, ticket: Ticket, as_of: ClockReading | None = None) -> None:
         self.fired.append((ticket, self.clock.wall_ms()))
+        self.decided.append(as_of)
 
     def active_count(self, schedule_id: int) -> int:
         return 0
@@ -111,6 +114,25 @@ async def test_fires_at_the_due_millisecond_and_not_before(h: Harness) -> None:
     await h.advance(1)
     assert h.runner.fired_keys() == [firing_key("tick", T0 + EVERY)]
     assert h.early() == []
+
+
+async def test_a_firing_is_handed_over_with_the_clocks_it_was_decided_at(h: Harness) -> None:
+    # The wall clock steps while the firing's transaction commits: the runner must measure
+    # its wait from the decision, not from a reading taken after the step.
+    dispatch = h.store.dispatch
+
+    async def stepping(*args: Any, **kwargs: Any) -> Any:
+        h.store.dispatch = dispatch  # type: ignore[method-assign]
+        tickets = await dispatch(*args, **kwargs)
+        h.clock.jump_wall(3_600_000)
+        return tickets
+
+    h.store.dispatch = stepping  # type: ignore[method-assign]
+    await h.advance(EVERY - 1)
+    monotonic = h.clock.monotonic_ms()
+    # (the missed hour then fires as one catch-up firing, decided after the step)
+    assert h.runner.fired_keys()[0] == firing_key("tick", T0 + EVERY)
+    assert h.runner.decided[0] == (T0 + EVERY, monotonic)
 
 
 async def test_never_early_when_the_wall_clock_falls_slightly_behind(h: Harness) -> None:
@@ -241,8 +263,8 @@ async def test_a_schedule_due_during_a_long_pulse_waits_for_one_batch_not_the_pu
         # Each committed firing costs 20 ms of (fake) time, as a slow commit would.
         submit = h.runner.submit
 
-        def slow_submit(ticket: Ticket) -> None:
-            submit(ticket)
+        def slow_submit(ticket: Ticket, as_of: ClockReading | None = None) -> None:
+            submit(ticket, as_of)
             h.clock.elapse(20)
 
         monkeypatch.setattr(h.runner, "submit", slow_submit)
@@ -275,8 +297,8 @@ async def test_an_urgent_lanes_schedule_is_committed_alone_ahead_of_a_pulse(
         h.dispatcher.on_committed = batches.append
         submit = h.runner.submit
 
-        def slow_submit(ticket: Ticket) -> None:
-            submit(ticket)
+        def slow_submit(ticket: Ticket, as_of: ClockReading | None = None) -> None:
+            submit(ticket, as_of)
             h.clock.elapse(20)  # each committed firing costs 20 ms, as a slow commit would
 
         monkeypatch.setattr(h.runner, "submit", slow_submit)

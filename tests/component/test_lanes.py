@@ -290,6 +290,24 @@ async def test_a_wall_step_while_queued_does_not_change_how_long_a_firing_waited
     )
 
 
+async def test_a_wall_step_between_its_commit_and_its_queueing_is_no_wait(
+    make_bench: MakeBench,
+) -> None:
+    b = await make_bench(capacity=1)
+    on_time = await b.occurrence("skip", T0)
+    blocker = await b.adhoc("blocker", "default")
+    b.runner.submit(blocker)
+    await b.eventually(lambda: b.attempts.started == 1, "the blocker starts")
+    decided = (b.clock.wall_ms(), b.clock.monotonic_ms())
+    b.clock.jump_wall(3_600_000)  # after the commit, before the runner is handed the firing
+    b.runner.submit(on_time, decided)
+    b.clock.advance(GRACE)
+    b.attempts.release(blocker)
+    await b.eventually(
+        lambda: on_time in b.attempts.starts, "it waited its grace, no more: it runs"
+    )
+
+
 @pytest.mark.parametrize("name", ["fire-once", "fire-all"])
 async def test_other_policies_run_a_firing_that_waited_past_its_grace(
     make_bench: MakeBench, name: str
