@@ -28,7 +28,9 @@ a firing that already ran. A firing committed by someone else and paged in befor
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -39,22 +41,43 @@ from schedd.lanes import Allocator
 from schedd.model import RunOutcome
 from schedd.store.contract import Store
 from schedd.store.records import FiringRecord, ReadySpan, Ticket
+from schedd.timer import DEFAULT_JUMP_THRESHOLD_MS
 
 log = logging.getLogger("schedd.ready")
 
+#: A change of the wall clock's offset from the monotonic one beyond this is a step: the
+#: timer's threshold for a jump (below it, a firing's wait may be off by that much).
+STEP_MS = DEFAULT_JUMP_THRESHOLD_MS
+
 
 class _Range:
-    """Ids of committed firings of one stored lane and kind that the queues do not hold."""
+    """Ids of committed firings of one stored lane and kind that the queues do not hold, and
+    how far the wall clock stood from the monotonic one when they were left here.
 
-    __slots__ = ("first", "last")
+    A firing read back is as late as the wall clock said *when it was left*, plus the
+    monotonic time since: a wall step while it waits in the store is no wait, as for a firing
+    held in memory. The offset is kept per run of ids, a new run only when the clock stepped,
+    so what is remembered stays a few numbers per lane however many firings wait."""
+
+    __slots__ = ("_offsets", "first", "last")
 
     def __init__(self) -> None:
         self.first: int | None = None
         self.last = -1
+        #: ``(from_id, wall_ms - monotonic_ms)``, ascending by id.
+        self._offsets: list[tuple[int, int]] = []
 
-    def add(self, firing_id: int) -> None:
+    def add(self, firing_id: int, offset_ms: int) -> None:
         self.first = firing_id if self.first is None else min(self.first, firing_id)
         self.last = max(self.last, firing_id)
+        runs = self._offsets
+        if not runs or (abs(offset_ms - runs[-1][1]) > STEP_MS and firing_id > runs[-1][0]):
+            runs.append((firing_id, offset_ms))
+
+    def offset_of(self, firing_id: int) -> int:
+        """The clocks' offset when the firing was left here (that of its run of ids)."""
+        runs = self._offsets
+        return runs[max(0, bisect.bisect_right(runs, (firing_id, math.inf)) - 1)][1]
 
     def read(self, read_from: int, through: int) -> None:
         """Every committed firing with an id in ``[read_from, through]`` was read back."""
@@ -63,6 +86,10 @@ class _Range:
         self.first = through + 1
         if self.first > self.last:
             self.first, self.last = None, -1
+            self._offsets.clear()
+            return
+        keep = bisect.bisect_right(self._offsets, (self.first, math.inf)) - 1
+        del self._offsets[: max(0, keep)]
 
 
 class ReadyQueues:
@@ -110,17 +137,19 @@ class ReadyQueues:
         key = (ticket.lane, ticket.catchup)
         left = self._left.get(key)
         if ticket.catchup or self._room(lane) <= 0 or (left is not None and left.first is not None):
-            self._left.setdefault(key, _Range()).add(ticket.firing_id)
+            wall, monotonic = as_of or self._now()
+            self._left.setdefault(key, _Range()).add(ticket.firing_id, wall - monotonic)
             self._wake.set()
             return
         self._hold(ticket, lane, as_of)
 
     def resume(self, spans: Iterable[ReadySpan]) -> None:
         """At start-up: every committed firing is in the store; read them back as above."""
+        wall, monotonic = self._now()
         for span in spans:
             left = self._left.setdefault((span.lane, span.catchup), _Range())
-            left.add(span.first_id)
-            left.add(span.last_id)
+            left.add(span.first_id, wall - monotonic)
+            left.add(span.last_id, wall - monotonic)
         self._wake.set()
 
     def waiting_lanes(self) -> list[str]:
@@ -226,10 +255,10 @@ class ReadyQueues:
         page: list[FiringRecord] = await self._store.ready_page(
             lane=stored, catchup=catchup, first_id=first, last_id=last, limit=limit
         )
-        taken = 0
+        taken, now = 0, self._clock.monotonic_ms()
         for record in page:
             if record.id not in self.known:
-                self._hold(record.ticket(), lane)
+                self._hold(record.ticket(), lane, (now + left.offset_of(record.id), now))
                 taken += 1
         left.read(first, page[-1].id if len(page) == limit else last)
         return taken, bool(page)
@@ -238,9 +267,12 @@ class ReadyQueues:
 
     def _hold(self, ticket: Ticket, lane: str, as_of: ClockReading | None = None) -> None:
         (self._backlog if ticket.catchup else self._fresh)[lane].append(ticket)
-        wall, monotonic = as_of or (self._clock.wall_ms(), self._clock.monotonic_ms())
+        wall, monotonic = as_of or self._now()
         self.known[ticket.firing_id] = monotonic - max(0, wall - ticket.ready_ms)
         self._count(1)
+
+    def _now(self) -> ClockReading:
+        return self._clock.wall_ms(), self._clock.monotonic_ms()
 
     def _count(self, n: int) -> None:
         self.held += n

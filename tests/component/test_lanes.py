@@ -155,7 +155,9 @@ POLICY_OF = {"skip": Misfire.SKIP, "fire-once": Misfire.FIRE_ONCE, "fire-all": M
 async def make_bench(tmp_path: Path) -> AsyncIterator[MakeBench]:
     benches: list[Bench] = []
 
-    async def make(lanes: Mapping[str, Lane] | None = None, capacity: int = 4) -> Bench:
+    async def make(
+        lanes: Mapping[str, Lane] | None = None, capacity: int = 4, max_ready: int = 10_000
+    ) -> Bench:
         clock = FakeClock(wall_ms=T0)
         store = SqliteStore(tmp_path / f"s{len(benches)}.db")
         await store.open()
@@ -171,6 +173,7 @@ async def make_bench(tmp_path: Path) -> AsyncIterator[MakeBench]:
             None,
             max_workers=capacity,
             lanes=lanes,
+            max_ready=max_ready,
         )
         runner.start()
         bench = Bench(clock, store, attempts, runner)
@@ -305,6 +308,28 @@ async def test_a_wall_step_between_its_commit_and_its_queueing_is_no_wait(
     b.attempts.release(blocker)
     await b.eventually(
         lambda: on_time in b.attempts.starts, "it waited its grace, no more: it runs"
+    )
+
+
+async def test_a_wall_step_while_a_firing_waits_in_the_store_is_no_wait(
+    make_bench: MakeBench,
+) -> None:
+    b = await make_bench(capacity=1, max_ready=1)
+    blocker = await b.adhoc("blocker", "default")
+    b.runner.submit(blocker)
+    await b.eventually(lambda: b.attempts.started == 1, "the blocker starts")
+    held = await b.occurrence("fire-once", T0)
+    b.runner.submit(held)  # the lane's one place in memory
+    stored = await b.occurrence("skip", T0)
+    b.runner.submit(stored)  # no room: left in the store, read back when there is
+    assert held.firing_id in b.runner.ready.known
+    assert stored.firing_id not in b.runner.ready.known
+    b.clock.jump_wall(3_600_000)
+    b.attempts.release(blocker)
+    await b.eventually(lambda: held in b.attempts.starts, "the held firing starts")
+    b.attempts.release(held)
+    await b.eventually(
+        lambda: stored in b.attempts.starts, "read back after the step, it has not waited: it runs"
     )
 
 
