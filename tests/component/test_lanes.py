@@ -245,12 +245,18 @@ async def test_an_unconfigured_lane_runs_in_default(
 # --- the misfire re-check at start --------------------------------------------------------------
 
 
-async def queued_behind_a_blocker(b: Bench, ticket: Ticket, wait_ms: int) -> None:
-    """``ticket`` waits ``wait_ms`` in the queue behind a run holding the only slot, then starts."""
+async def a_blocker(b: Bench) -> Ticket:
+    """A run holding the only slot, started; the test releases it to free the slot."""
     blocker = await b.adhoc("blocker", "default")
     b.runner.submit(blocker)
-    b.runner.submit(ticket)
     await b.eventually(lambda: b.attempts.started == 1, "the blocker starts")
+    return blocker
+
+
+async def queued_behind_a_blocker(b: Bench, ticket: Ticket, wait_ms: int) -> None:
+    """``ticket`` waits ``wait_ms`` in the queue behind a run holding the only slot, then starts."""
+    blocker = await a_blocker(b)
+    b.runner.submit(ticket)
     b.clock.advance(wait_ms)
     b.attempts.release(blocker)
 
@@ -281,10 +287,8 @@ async def test_a_wall_step_while_queued_does_not_change_how_long_a_firing_waited
 ) -> None:
     b = await make_bench(capacity=1)
     on_time = await b.occurrence("skip", T0)
-    blocker = await b.adhoc("blocker", "default")
-    b.runner.submit(blocker)
+    blocker = await a_blocker(b)
     b.runner.submit(on_time)
-    await b.eventually(lambda: b.attempts.started == 1, "the blocker starts")
     b.clock.jump_wall(step_ms)  # queued on time, it waits across the step
     b.clock.advance(GRACE)
     b.attempts.release(blocker)
@@ -298,9 +302,7 @@ async def test_a_wall_step_between_its_commit_and_its_queueing_is_no_wait(
 ) -> None:
     b = await make_bench(capacity=1)
     on_time = await b.occurrence("skip", T0)
-    blocker = await b.adhoc("blocker", "default")
-    b.runner.submit(blocker)
-    await b.eventually(lambda: b.attempts.started == 1, "the blocker starts")
+    blocker = await a_blocker(b)
     decided = (b.clock.wall_ms(), b.clock.monotonic_ms())
     b.clock.jump_wall(3_600_000)  # after the commit, before the runner is handed the firing
     b.runner.submit(on_time, decided)
@@ -315,9 +317,7 @@ async def test_a_wall_step_while_a_firing_waits_in_the_store_is_no_wait(
     make_bench: MakeBench,
 ) -> None:
     b = await make_bench(capacity=1, max_ready=1)
-    blocker = await b.adhoc("blocker", "default")
-    b.runner.submit(blocker)
-    await b.eventually(lambda: b.attempts.started == 1, "the blocker starts")
+    blocker = await a_blocker(b)
     held = await b.occurrence("fire-once", T0)
     b.runner.submit(held)  # the lane's one place in memory
     stored = await b.occurrence("skip", T0)
