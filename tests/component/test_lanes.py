@@ -281,31 +281,23 @@ async def test_skip_records_a_firing_that_waited_past_its_grace_and_never_runs_i
         await b.eventually(lambda: late in b.attempts.starts, "the on-time firing starts")
 
 
-@pytest.mark.parametrize("step_ms", [3_600_000, -3_600_000], ids=["forward", "back"])
-async def test_a_wall_step_while_queued_does_not_change_how_long_a_firing_waited(
-    make_bench: MakeBench, step_ms: int
-) -> None:
-    b = await make_bench(capacity=1)
-    on_time = await b.occurrence("skip", T0)
-    blocker = await a_blocker(b)
-    b.runner.submit(on_time)
-    b.clock.jump_wall(step_ms)  # queued on time, it waits across the step
-    b.clock.advance(GRACE)
-    b.attempts.release(blocker)
-    await b.eventually(
-        lambda: on_time in b.attempts.starts, "it waited its grace, no more: it runs"
-    )
-
-
-async def test_a_wall_step_between_its_commit_and_its_queueing_is_no_wait(
-    make_bench: MakeBench,
+@pytest.mark.parametrize(
+    ("step_ms", "handed_after"),
+    [(3_600_000, False), (-3_600_000, False), (3_600_000, True)],
+    ids=["forward", "back", "between-its-commit-and-its-queueing"],
+)
+async def test_a_wall_step_does_not_change_how_long_a_firing_waited(
+    make_bench: MakeBench, step_ms: int, handed_after: bool
 ) -> None:
     b = await make_bench(capacity=1)
     on_time = await b.occurrence("skip", T0)
     blocker = await a_blocker(b)
     decided = (b.clock.wall_ms(), b.clock.monotonic_ms())
-    b.clock.jump_wall(3_600_000)  # after the commit, before the runner is handed the firing
-    b.runner.submit(on_time, decided)
+    if not handed_after:
+        b.runner.submit(on_time)  # queued on time, it waits across the step
+    b.clock.jump_wall(step_ms)
+    if handed_after:
+        b.runner.submit(on_time, decided)  # decided before the step, handed over after it
     b.clock.advance(GRACE)
     b.attempts.release(blocker)
     await b.eventually(
