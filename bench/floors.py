@@ -254,7 +254,6 @@ FIRING_END = (
     "UPDATE firings SET state = 'succeeded', reason = NULL, updated_ms = ?, retry_at_ms = NULL"
     " WHERE id = ? AND state = 'committed'"
 )
-Run = tuple[int, str, int]
 _FIRING_ROW = (
     "INSERT INTO firings (id, key, schedule_id, schedule, scheduled_for_ms, due_ms, state, attempt,"
     " payload_id, lane, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 'committed', 1, 1,"
@@ -263,34 +262,9 @@ _FIRING_ROW = (
 
 
 def pipe_with_rows(n: int, workers: int = 2) -> dict[str, Any]:
-    """The round trip with each run's rows stored beside it: the best case of any pool in one
-    process that records its runs durably, as DESIGN §2 asks.
-
-    N firings are committed beforehand into schedd's own tables (not timed: the round trip
-    floor does not dispatch either). Each echo answered hands its run (the run row and the
-    firing's final state) to a writer thread that group-commits (every run pending in one
-    transaction, WAL, ``synchronous=FULL``, then what came meanwhile); SQLite releases the GIL
-    while it works, so the writing overlaps the round trips as far as two cores allow. Timed
-    until the last run is committed."""
-    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        path = Path(tmp) / "schedd.db"
-        db = _schedd_store(path)
-        _insert(
-            db,
-            _FIRING_ROW,
-            ((i, f"p{i}@x", i, f"p{i}", *[AT_MS] * 4) for i in range(n)),
-            500,
-        )
-        db.close()
-        pending: queue.SimpleQueue[Run | None] = queue.SimpleQueue()
-        writer = threading.Thread(target=write_in_groups, args=(path, pending, _store_runs))
-        writer.start()
-        try:
-            started, _ = asyncio.run(_echo(n, workers, lambda i: pending.put((i, f"p{i}", AT_MS))))
-        finally:
-            pending.put(None)
-            writer.join()
-        return {"rate": n / (now_s() - started)}
+    """The round trip with each run's rows stored beside it (:func:`_rows_stored_beside`): the
+    best case of any pool in one process that records its runs durably, as DESIGN §2 asks."""
+    return _rows_stored_beside(n, lambda _, stored: asyncio.run(_echo(n, workers, stored))[0])
 
 
 def pool_duties(n: int, workers: int = 2) -> dict[str, Any]:
@@ -299,27 +273,44 @@ def pool_duties(n: int, workers: int = 2) -> dict[str, Any]:
     ``os:getpid``), the call built and framed as the pool frames it and the answer read back,
     a line at each run's start and end at ``info`` through schedd's log handler into a file,
     and each run's rows stored beside it as in :func:`pipe_with_rows`. No tickets, lanes,
-    supervision, retries, metrics or tasks per run. Timed from the first call until the last
-    run is committed."""
+    supervision, retries, metrics or tasks per run."""
+
+    def runs(tmp: Path, stored: Callable[[int], None]) -> float:
+        with open(tmp / "schedd.log", "w") as log_file:
+            setup_logging("info", "text", log_file)
+            return asyncio.run(_duties(n, workers, stored))
+
+    return _rows_stored_beside(n, runs)
+
+
+def _rows_stored_beside(
+    n: int, runs: Callable[[Path, Callable[[int], None]], float]
+) -> dict[str, Any]:
+    """The rate of ``runs(work directory, stored)``, each of its N runs stored as it ends.
+
+    N firings are committed beforehand into schedd's own tables (not timed: the round trip
+    floor does not dispatch either). ``stored(i)`` hands firing ``i``'s run (the run row and
+    the firing's final state) to a writer thread that group-commits (every run pending in one
+    transaction, WAL, ``synchronous=FULL``, then what came meanwhile); SQLite releases the GIL
+    while it works, so the writing overlaps the runs as far as two cores allow. Timed from
+    when ``runs`` says it started until the last run is committed."""
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         path = Path(tmp) / "schedd.db"
         db = _schedd_store(path)
         _insert(db, _FIRING_ROW, ((i, f"p{i}@x", i, f"p{i}", *[AT_MS] * 4) for i in range(n)), 500)
         db.close()
-        pending: queue.SimpleQueue[Run | None] = queue.SimpleQueue()
+        pending: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         writer = threading.Thread(target=write_in_groups, args=(path, pending, _store_runs))
         writer.start()
-        with open(Path(tmp) / "schedd.log", "w") as log_file:
-            setup_logging("info", "text", log_file)
-            try:
-                started = asyncio.run(_duties(n, workers, pending.put))
-            finally:
-                pending.put(None)
-                writer.join()
+        try:
+            started = runs(Path(tmp), pending.put)
+        finally:
+            pending.put(None)
+            writer.join()
         return {"rate": n / (now_s() - started)}
 
 
-async def _duties(n: int, workers: int, store: Callable[[Run], None]) -> float:
+async def _duties(n: int, workers: int, stored: Callable[[int], None]) -> float:
     """When the first call of :func:`pool_duties` was sent (its workers started before)."""
     from schedd.workers.messages import PythonCall, parse_done, parse_ready, run_message
 
@@ -367,7 +358,7 @@ async def _duties(n: int, workers: int, store: Callable[[Run], None]) -> float:
             log.info(
                 "run finished: schedule=p%d key=%s outcome=succeeded", i, key, extra={"key": key}
             )
-            store((i, f"p{i}", AT_MS))
+            stored(i)
 
     for _, inbox in channels:
         parse_ready(await inbox.get())
@@ -388,9 +379,10 @@ def _answers(
         inbox.put_nowait(message)
 
 
-def _store_runs(db: sqlite3.Connection, runs: list[Run]) -> None:
-    db.executemany(RUN_INSERT, ((i, name, at, at) for i, name, at in runs))
-    db.executemany(FIRING_END, ((at, i) for i, _, at in runs))
+def _store_runs(db: sqlite3.Connection, runs: list[int]) -> None:
+    """Firing ``i``'s run, as :data:`RUN_INSERT` and :data:`FIRING_END` store it, for each."""
+    db.executemany(RUN_INSERT, ((i, f"p{i}", AT_MS, AT_MS) for i in runs))
+    db.executemany(FIRING_END, ((AT_MS, i) for i in runs))
 
 
 def write_in_groups(
