@@ -35,6 +35,11 @@ class Clock(Protocol):
         """Return at or (by a scheduler rounding) shortly before ``monotonic_ms``."""
 
 
+def reading(clock: Clock) -> ClockReading:
+    """Both clocks, one read right after the other."""
+    return clock.wall_ms(), clock.monotonic_ms()
+
+
 class SystemClock:
     """The real clocks: ``CLOCK_MONOTONIC`` and ``CLOCK_REALTIME``."""
 

@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Protocol, TypeVar
 
 from schedd import failpoints
-from schedd.clock import Clock, ClockReading
+from schedd.clock import Clock, ClockReading, reading
 from schedd.events import FiringEvents
 from schedd.model import PythonTask
 from schedd.planner import plan
@@ -193,8 +193,8 @@ class Dispatcher:
             self._runner.prescale(due_soon)
 
     async def _dispatch(self, ids: list[int]) -> None:
-        now = self._clock.wall_ms()
-        as_of = (now, self._clock.monotonic_ms())
+        as_of = reading(self._clock)
+        now = as_of[0]
         rearm: dict[int, int] = {}
         names: set[str] = set()
 
@@ -239,8 +239,8 @@ class Dispatcher:
             self.on_committed(len(tickets))
 
     async def _start_retries(self, firing_ids: list[int]) -> None:
-        now = self._clock.wall_ms()
-        as_of = (now, self._clock.monotonic_ms())
+        as_of = reading(self._clock)
+        now = as_of[0]
         try:
             batch = await self._store.start_retries(firing_ids, now)
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failed commit

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 
 from schedd.aio import wait_first
 from schedd.catchup import CatchupDrain
-from schedd.clock import Clock, ClockReading
+from schedd.clock import Clock, ClockReading, reading
 from schedd.lanes import Allocator
 from schedd.model import RunOutcome
 from schedd.store.contract import Store
@@ -71,6 +71,7 @@ class _Range:
         self.first = firing_id if self.first is None else min(self.first, firing_id)
         self.last = max(self.last, firing_id)
         runs = self._offsets
+        # An older id arriving after a step stays in its run: off by the step, as before.
         if not runs or (abs(offset_ms - runs[-1][1]) > STEP_MS and firing_id > runs[-1][0]):
             runs.append((firing_id, offset_ms))
 
@@ -137,7 +138,7 @@ class ReadyQueues:
         key = (ticket.lane, ticket.catchup)
         left = self._left.get(key)
         if ticket.catchup or self._room(lane) <= 0 or (left is not None and left.first is not None):
-            wall, monotonic = as_of or self._now()
+            wall, monotonic = as_of or reading(self._clock)
             self._left.setdefault(key, _Range()).add(ticket.firing_id, wall - monotonic)
             self._wake.set()
             return
@@ -145,7 +146,7 @@ class ReadyQueues:
 
     def resume(self, spans: Iterable[ReadySpan]) -> None:
         """At start-up: every committed firing is in the store; read them back as above."""
-        wall, monotonic = self._now()
+        wall, monotonic = reading(self._clock)
         for span in spans:
             left = self._left.setdefault((span.lane, span.catchup), _Range())
             left.add(span.first_id, wall - monotonic)
@@ -267,12 +268,9 @@ class ReadyQueues:
 
     def _hold(self, ticket: Ticket, lane: str, as_of: ClockReading | None = None) -> None:
         (self._backlog if ticket.catchup else self._fresh)[lane].append(ticket)
-        wall, monotonic = as_of or self._now()
+        wall, monotonic = as_of or reading(self._clock)
         self.known[ticket.firing_id] = monotonic - max(0, wall - ticket.ready_ms)
         self._count(1)
-
-    def _now(self) -> ClockReading:
-        return self._clock.wall_ms(), self._clock.monotonic_ms()
 
     def _count(self, n: int) -> None:
         self.held += n

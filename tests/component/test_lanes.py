@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from schedd.clock import SystemClock
+from schedd.clock import SystemClock, reading
 from schedd.events import FiringEvents
 from schedd.keys import firing_key
 from schedd.lanes import Lane
@@ -292,7 +292,7 @@ async def test_a_wall_step_does_not_change_how_long_a_firing_waited(
     b = await make_bench(capacity=1)
     on_time = await b.occurrence("skip", T0)
     blocker = await a_blocker(b)
-    decided = (b.clock.wall_ms(), b.clock.monotonic_ms())
+    decided = reading(b.clock)
     if not handed_after:
         b.runner.submit(on_time)  # queued on time, it waits across the step
     b.clock.jump_wall(step_ms)
