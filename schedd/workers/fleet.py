@@ -23,7 +23,10 @@ on a worker it was given. Starting a process and its handshake are the
   others age towards the idle shrink), launches one if the pool is below ``max_workers``, or
   waits in line. ``prescale`` launches workers ahead of a known pulse without blocking. Workers
   above ``min_workers`` idle for ``idle_timeout_ms`` are retired by one loop that sleeps on the
-  injected clock until the next such deadline or until the pool changes: no polling.
+  injected clock until the next such deadline: no polling. It is woken only when a change
+  brings the next shrink *sooner* than it sleeps for. One that puts it later (a worker given
+  back to an empty pool, as after every run of a busy pool) waits for the loop to wake at the
+  old deadline and look again: waking it every run cost a future, a task and a timer each time.
 * **Shutdown.** ``close`` retires idle workers, stops starting ones and takes busy ones down like
   a stop (their runs end ``CANCELLED``), and returns once every worker process is reaped. The
   runner is expected to have cancelled its runs first (that kills their workers at once).
@@ -69,8 +72,10 @@ class Fleet:
         #: Runs waiting for a worker: given one, or ``None`` (capacity freed: look again).
         self._waiters: deque[asyncio.Future[Worker | None]] = deque()
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: Resolved when the idle set or the size changes: wakes the shrink loop.
+        #: Resolved when the next shrink may come due sooner than the loop sleeps for.
         self._changed: asyncio.Future[None] | None = None
+        #: The deadline the shrink loop sleeps until (``None``: until it is woken).
+        self._shrink_at: int | None = None
         self._none_left = asyncio.Event()
         self._none_left.set()
         self.started = False
@@ -220,14 +225,10 @@ class Fleet:
                 worker.state = WorkerState.BUSY
                 waiter.set_result(worker)
                 return
-        before = self._shrink_deadline()
         worker.state = WorkerState.IDLE
         worker.idle_since = self._clock.monotonic_ms()
         self._idle.append(worker)
-        # Woken only when the shrink comes due sooner: every run's worker going idle woke it
-        # twice a run (taken and given back) for nothing.
-        if self._shrink_deadline() != before:
-            self._notify()
+        self._notify()
 
     def _wake_one(self) -> None:
         """Capacity was freed: let the first waiting run look again (it may launch)."""
@@ -366,7 +367,7 @@ class Fleet:
         loop = asyncio.get_running_loop()
         while True:
             self._changed = changed = loop.create_future()
-            deadline = self._shrink_deadline()
+            deadline = self._shrink_at = self._shrink_deadline()
             if deadline is not None and self._clock.monotonic_ms() >= deadline:
                 log.info("retiring worker %d: idle", self._idle[0].child.pid)
                 self.counts["shrunk"] += 1
@@ -375,8 +376,13 @@ class Fleet:
                 await wait_any(self._clock, deadline, changed)
 
     def _notify(self) -> None:
-        if self._changed is not None and not self._changed.done():
-            self._changed.set_result(None)
+        """The idle set or the size changed: wake the shrink loop if it must act sooner."""
+        changed = self._changed
+        if changed is None or changed.done():
+            return
+        deadline = self._shrink_deadline()
+        if deadline is not None and (self._shrink_at is None or deadline < self._shrink_at):
+            changed.set_result(None)
 
     def _shrink_deadline(self) -> int | None:
         if not self._idle or self._size() <= self._settings.min_workers:

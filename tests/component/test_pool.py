@@ -537,6 +537,31 @@ async def test_idle_workers_above_min_are_retired_after_the_idle_timeout(
     assert await pid_of_next_run(pool) == used
 
 
+async def test_runs_given_back_to_an_idle_pool_do_not_wake_the_shrink_each_time(
+    make_pool: MakePool,
+) -> None:
+    # A worker given back puts the next shrink later, never sooner, so the shrink loop must
+    # sleep on (waking it cost a future and a turn of the loop per run of a busy pool). The
+    # wake-up is all the cost, and nothing but the loop's pending future shows it: white box.
+    clock = FakeClock()
+    pool = await make_pool(clock, min_workers=0, max_workers=1, idle_timeout_ms=1_000)
+    fleet, untimed = pool._fleet, call("pid", timeout_ms=None)  # the loop's the only sleeper
+    await run(pool, untimed)
+    clock.unsettle()  # the worker is back; the woken loop has not looked yet
+    await clock.settled()  # the loop sleeps until that worker is due to retire
+    assert clock.next_deadline() == clock.monotonic_ms() + 1_000
+    sleeping_on = fleet._changed
+    for _ in range(20):
+        clock.elapse(10)
+        assert (await run(pool, untimed)).outcome is RunOutcome.SUCCEEDED
+    assert fleet._changed is sleeping_on
+    assert sleeping_on is not None
+    assert not sleeping_on.done()
+    clock.advance(1_000)  # its last run ended 1 s ago: the loop looks again and retires it
+    await wait_dead(list(pool.stats().pids))
+    assert (pool.stats().size, pool.stats().shrunk) == (0, 1)
+
+
 async def test_close_stops_running_tasks_and_leaves_no_worker_process(
     make_pool: MakePool,
 ) -> None:
