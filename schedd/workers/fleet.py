@@ -26,7 +26,7 @@ on a worker it was given. Starting a process and its handshake are the
   injected clock until the next such deadline: no polling. It is woken only when a change
   brings the next shrink *sooner* than it sleeps for. One that puts it later (a worker given
   back to an empty pool, as after every run of a busy pool) waits for the loop to wake at the
-  old deadline and look again: waking it every run cost a future, a task and a timer each time.
+  old deadline and look again: waking it cost a future, a turn of the loop and a wait each run.
 * **Shutdown.** ``close`` retires idle workers, stops starting ones and takes busy ones down like
   a stop (their runs end ``CANCELLED``), and returns once every worker process is reaped. The
   runner is expected to have cancelled its runs first (that kills their workers at once).
