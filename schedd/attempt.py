@@ -45,7 +45,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from schedd import failpoints
@@ -58,6 +57,7 @@ from schedd.model import CommandTask, FiringState, PythonTask, RunOutcome
 from schedd.payload import RunPayload
 from schedd.policies import BUDGET_EXHAUSTED, Verdict, after_run
 from schedd.ratelimit import Budgets
+from schedd.record import record
 from schedd.spawnlog import SpawnJournal
 from schedd.store.contract import Store
 from schedd.store.records import ProcessRef, RunFinish, Ticket
@@ -356,7 +356,7 @@ class _Rows:
         return None if self.end is None else self.end.finish()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _End:
     """An ended run as judged, waiting to be stored: with its start, or after it."""
 

@@ -28,16 +28,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
 from typing import NamedTuple
 
+from schedd.record import record
 from schedd.store.records import LaneDepth
 
 #: The lane of schedules and submissions that name none; it always exists.
 DEFAULT_LANE = "default"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lane:
     #: Slots only this lane may use.
     reserved: int = 0

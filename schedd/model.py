@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from schedd.record import record
 
 
 class FiringState(enum.StrEnum):
@@ -104,7 +106,7 @@ class Source(enum.StrEnum):
 # --- triggers ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CronSpec:
     """A 5- or 6-field cron expression (6th field = seconds, croniter's convention)."""
 
@@ -112,7 +114,7 @@ class CronSpec:
     timezone: str = "UTC"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IntervalSpec:
     """Every ``every_ms``, at ``anchor_ms + k * every_ms`` (default anchor: the Unix epoch).
 
@@ -124,7 +126,7 @@ class IntervalSpec:
     anchor_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OnceSpec:
     at_ms: int
 
@@ -135,7 +137,7 @@ TriggerSpec = CronSpec | IntervalSpec | OnceSpec
 # --- tasks ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CommandTask:
     """An argv run without a shell unless ``shell`` is set explicitly."""
 
@@ -145,7 +147,7 @@ class CommandTask:
     shell: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PythonTask:
     """``"package.module:function"`` called in a pool worker with JSON ``args``/``kwargs``.
 
@@ -164,7 +166,7 @@ TaskSpec = CommandTask | PythonTask
 # --- policies and schedules -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Retry:
     """Exponential backoff with full jitter: attempt n waits ``uniform(0, min(max, base·2^(n-1)))``.
 
@@ -176,7 +178,7 @@ class Retry:
     max_ms: int = 300_000
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Limits:
     """Per-task rlimits (``None``: inherit). ``core_bytes`` is 0 so a crash cannot fill the disk."""
 
@@ -190,7 +192,7 @@ DEFAULT_RETRY = Retry()
 NO_LIMITS = Limits()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Policies:
     misfire: Misfire = Misfire.FIRE_ONCE
     misfire_grace_ms: int = 60_000
@@ -210,7 +212,7 @@ class Policies:
     on_overdue: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ScheduleSpec:
     """Everything that defines a schedule; its runtime state (high-water, paused) lives apart."""
 

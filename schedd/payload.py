@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Hashable
-from dataclasses import dataclass
 from typing import Any
 
 from schedd.errors import TooLarge
@@ -31,6 +30,7 @@ from schedd.model import (
     task_from_json,
     task_to_json,
 )
+from schedd.record import record
 from schedd.smallcache import SmallCache
 from schedd.units import format_size
 
@@ -38,7 +38,7 @@ from schedd.units import format_size
 DEFAULT_MAX_PAYLOAD = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunPayload:
     task: TaskSpec
     policies: Policies

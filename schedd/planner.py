@@ -34,7 +34,6 @@ Overlap (``active`` = firings of the schedule committed or running now):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from schedd.keys import firing_key
@@ -48,6 +47,7 @@ from schedd.model import (
     policies_from_json,
     trigger_from_json,
 )
+from schedd.record import record
 from schedd.store.records import NewFiring, SchedulePlan, ScheduleRule
 from schedd.triggers import Trigger, jitter_bound_ms, make_trigger, stable_jitter_ms
 
@@ -57,7 +57,7 @@ SCAN_LIMIT = 1000
 RULE_CACHE = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CompiledRule:
     """What ``plan`` needs from a schedule's stored rule, parsed and validated once."""
 
@@ -96,7 +96,7 @@ def compiled(rule: ScheduleRule) -> CompiledRule:
     return found
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Occurrences:
     """The due series of a schedule at one instant: what fires now, and what was missed."""
 

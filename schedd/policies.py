@@ -23,15 +23,15 @@ The random draw is injected (``rand`` in ``[0, 1)``) so tests assert exact retry
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from schedd.model import FiringState, Retry, RunOutcome
+from schedd.record import record
 
 QUARANTINE_CRASHES = 2
 BUDGET_EXHAUSTED = "retry_budget_exhausted"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Verdict:
     state: FiringState
     #: Wall-clock ms of the next attempt when ``state`` is ``FAILED``.

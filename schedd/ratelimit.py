@@ -14,14 +14,13 @@ thus retry more than the budget says; it would also be restarting, which the ope
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from schedd.errors import InvalidArgument
+from schedd.record import record
 
 _MILLI = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Rate:
     """``tokens`` per ``per_ms``; also the bucket's capacity (a burst of one full window)."""
 

@@ -22,10 +22,10 @@ PostgreSQL for multi-host deployments later). Guarantees every implementation mu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from schedd.model import FiringState, ScheduleSpec
+from schedd.record import record
 from schedd.store.records import (
     Backlog,
     Expectation,
@@ -52,7 +52,7 @@ from schedd.store.records import (
 Planner = Callable[[ScheduleRule], SchedulePlan | None]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ScheduleToAdd:
     """One schedule for ``add_schedules``: its definition, its first marks, and its flag."""
 

@@ -6,16 +6,17 @@ so a PostgreSQL store returns exactly the same shapes as the SQLite one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from schedd.model import FiringState, ScheduleSpec
+from schedd.record import record
 
 #: The attempt number a new firing is stored with.
 FIRST_ATTEMPT = 1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ScheduleRule:
     """What the dispatcher reads inside its write transaction: rule and marks, never the payload."""
 
@@ -32,7 +33,7 @@ class ScheduleRule:
     rule_json: str | None = field(default=None, kw_only=True)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ScheduleRecord:
     id: int
     spec: ScheduleSpec
@@ -77,7 +78,7 @@ class ScheduleRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NewFiring:
     key: str
     schedule_id: int | None
@@ -116,7 +117,7 @@ class NewFiring:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SchedulePlan:
     """The planner's verdict for one due schedule, applied atomically with its firings.
 
@@ -130,7 +131,7 @@ class SchedulePlan:
     next_due_ms: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ticket:
     """A committed firing on its way to a worker: ids and times, no payload (DESIGN §4)."""
 
@@ -153,7 +154,7 @@ class Ticket:
     catchup: bool = field(default=False, kw_only=True)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FiringRecord:
     id: int
     key: str
@@ -188,7 +189,7 @@ class FiringRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RetryBatch:
     """What :meth:`Store.start_retries` did: the firings now committed, and those not due yet."""
 
@@ -197,7 +198,7 @@ class RetryBatch:
     not_due: tuple[tuple[int, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProcessRef:
     """Who a running run is, recorded so recovery can kill its leftovers (pid reuse-safe)."""
 
@@ -206,7 +207,7 @@ class ProcessRef:
     start_ticks: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunRecord:
     id: int
     firing_id: int
@@ -225,7 +226,7 @@ class RunRecord:
     output_truncated: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunFinish:
     """A run's end, written together with its firing's next state in one transaction (with
     the run's start too, when the end is known before the start is written)."""
@@ -253,7 +254,7 @@ def not_ended() -> RunFinish | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RecoveredRun:
     """An in-flight run found at start-up, so its surviving process group can be killed."""
 
@@ -262,7 +263,7 @@ class RecoveredRun:
     process: ProcessRef | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReconcileSummary:
     added: tuple[str, ...]
     changed: tuple[str, ...]
@@ -270,7 +271,7 @@ class ReconcileSummary:
     unchanged: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StoreInfo:
     path: str
     size_bytes: int
@@ -280,7 +281,7 @@ class StoreInfo:
     sqlite_version: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FiringRef:
     id: int
     key: str
@@ -290,7 +291,7 @@ class FiringRef:
     was: FiringState | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Removal:
     """What :meth:`Store.remove_firings` found and did, so the caller can loop until done."""
 
@@ -301,7 +302,7 @@ class Removal:
     sample: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BacklogGroup:
     schedule: str
     lane: str
@@ -311,7 +312,7 @@ class BacklogGroup:
     payload_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BacklogItem:
     id: int
     key: str
@@ -321,7 +322,7 @@ class BacklogItem:
     payload_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Backlog:
     """The unfinished firings: where they pile up, and which carry the most bytes."""
 
@@ -331,7 +332,7 @@ class Backlog:
     payload_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LaneDepth:
     lane: str
     ready: int
@@ -346,7 +347,7 @@ class LaneDepth:
         return None if due is None else max(0, now_ms - due)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Expectation:
     """A schedule that must succeed at least every ``window_ms`` (``expect_success_within``)."""
 
@@ -356,7 +357,7 @@ class Expectation:
     created_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReadySpan:
     """The committed firings of one lane and kind (fresh or catch-up) found at start-up: the
     runner reads them back in id order, as many at a time as it has room for."""

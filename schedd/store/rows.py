@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -27,6 +26,7 @@ from schedd.model import (
     trigger_from_json,
 )
 from schedd.payload import decode_payload, encode_payload, payload_digest
+from schedd.record import record
 from schedd.store.records import FiringRecord, ProcessRef, RunRecord, ScheduleRecord
 from schedd.store.writer import Conn
 
@@ -160,7 +160,7 @@ def schedule_row(row: sqlite3.Row | tuple[Any, ...]) -> ScheduleRecord:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SpecText:
     """A schedule definition as the ``schedules`` row stores it, encoded once."""
 

@@ -38,11 +38,11 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 from schedd.clock import Clock
 from schedd.errors import InvalidArgument
 from schedd.model import NO_LIMITS, Limits, RunOutcome
+from schedd.record import record
 from schedd.workers.limits import LimitedLauncher, resolve_program
 from schedd.workers.outcome import Ending, RunResult, classify
 from schedd.workers.output import OutputTail
@@ -59,7 +59,7 @@ from schedd.workers.spawn import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CommandRequest:
     #: With ``shell``, exactly one string: the script handed to ``/bin/sh -c``.
     argv: tuple[str, ...]

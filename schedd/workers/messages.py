@@ -8,17 +8,17 @@ worker. The worker's side is :mod:`schedd.workers.pyworker`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from schedd.errors import InvalidArgument
 from schedd.model import NO_LIMITS, Limits, RunOutcome
+from schedd.record import record
 from schedd.workers import pyworker
 from schedd.workers.outcome import RunResult, signal_name
 from schedd.workers.pyworker import ProtocolError, get_field, get_int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PythonCall:
     """One run of a Python task: what to call, with which firing, under which limits."""
 
@@ -40,7 +40,7 @@ class PythonCall:
             raise InvalidArgument(f"kill_grace_ms must be >= 0, got {self.kill_grace_ms}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Done:
     """A worker's answer to a run, checked."""
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import enum
 import signal
-from dataclasses import dataclass
 
 from schedd.model import NO_LIMITS, Limits, RunOutcome
+from schedd.record import record
 
 
 class Ending(enum.Enum):
@@ -38,7 +38,7 @@ class Ending(enum.Enum):
     STOPPED = "stopped"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunResult:
     outcome: RunOutcome
     exit_code: int | None

@@ -64,12 +64,12 @@ import dataclasses
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
 
 from schedd.clock import Clock
 from schedd.errors import Unavailable
 from schedd.model import RunOutcome
+from schedd.record import record
 from schedd.workers.fleet import Fleet
 from schedd.workers.launch import CLOSED_REASON, StartFailed
 from schedd.workers.messages import Done, PythonCall, parse_done, result_of, run_message
@@ -89,7 +89,7 @@ log = logging.getLogger("schedd.workers")
 EOF_GRACE_MS = 1_000
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Run:
     id: int
     call: PythonCall

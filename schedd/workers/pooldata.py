@@ -10,12 +10,12 @@ import none of it. The settings are checked once, when they are made.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from schedd.errors import InvalidArgument
+from schedd.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PoolSettings:
     #: The application's interpreter (a virtualenv's ``bin/python``); it needs no schedd.
     python: str
@@ -52,7 +52,7 @@ class PoolSettings:
                 raise InvalidArgument(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PoolStats:
     #: Workers starting, idle or busy (not those on their way out).
     size: int

@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 from schedd.errors import InvalidArgument
+from schedd.record import record
 
 # Field positions in /proc/<pid>/stat counted from field 3 (state), which follows the
 # parenthesised command name; the name may itself contain spaces and parentheses.
@@ -51,7 +51,7 @@ _PGRP = 5 - 3
 _STARTTIME = 22 - 3
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProcessIdentity:
     pid: int
     pgid: int
