@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from bench.common import lateness_summary, now_s, request_line, sleep_s
 from schedd.logs import setup_logging
 from schedd.workers import pyworker
+from schedd.workers.procs import process_identity
 
 T = TypeVar("T")
 
@@ -117,6 +118,75 @@ def schedd_firings(n: int, batch: int = 500) -> dict[str, Any]:
         )
         db.close()
     return {"rate": n / elapsed}
+
+
+def dispatch_duties(n: int, batch: int = 500) -> dict[str, Any]:
+    """Scenario 1's duties floor: what DESIGN asks of dispatching each firing of a pulse, done
+    with the leanest Python we could write around schedd's own tables. N one-shot schedules
+    due at one instant are stored beforehand (their rule as schedd stores it; not timed).
+    Then, ``batch`` per transaction as the dispatcher takes them: each schedule's rule and
+    marks read by id, its rule decoded (``json.loads``, once per distinct text, as schedd
+    caches it), checked due and within its grace, its firing's key made from its name and
+    instant, its high-water mark moved and its firing inserted (``ON CONFLICT DO NOTHING`` on
+    the key: idempotent) in that transaction, COMMIT (write-ahead: only then could the firings
+    be handed on). No timer, planner objects, tickets or runner."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        db = _schedd_store(Path(tmp) / "schedd.db")
+        rule = _stored_rule(f'at = "{AT}"\ncommand = ["/bin/sleep", "3600"]', Path(tmp))
+        _insert(
+            db,
+            _SCHEDULE_INSERT,
+            ((f"p{i}", "api", rule, _SPEC_HASH, AT_MS, AT_MS, AT_MS, AT_MS) for i in range(n)),
+            5000,
+        )
+        decoded: dict[str, Any] = {}  # by text: a pulse's schedules share a few rules
+        t0 = now_s()
+        for first in range(1, n + 1, batch):
+            ids = list(range(first, min(n + 1, first + batch)))
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                "SELECT id, name, rule, next_fire_ms, next_due_ms, payload_id FROM schedules"
+                f" WHERE id IN ({','.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+            marks: list[Any] = []
+            firings: list[Any] = []
+            for sid, name, text, fire_ms, due_ms, payload_id in rows:
+                rule_ = decoded.get(text) or decoded.setdefault(text, json.loads(text))
+                if due_ms > AT_MS + 1 or AT_MS - due_ms > rule_["policies"]["misfire_grace_ms"]:
+                    continue
+                marks += (sid, fire_ms, None, None)
+                firings += (f"{name}@{AT}", sid, name, fire_ms, due_ms, payload_id, due_ms, due_ms)
+            db.execute(
+                "UPDATE schedules SET fired_through_ms = v.column2, next_fire_ms = v.column3,"
+                " next_due_ms = v.column4 FROM (VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * (len(marks) // 4))
+                + ") AS v WHERE schedules.id = v.column1",
+                marks,
+            )
+            db.execute(
+                "INSERT INTO firings (key, schedule_id, schedule, scheduled_for_ms, due_ms,"
+                " state, attempt, payload_id, lane, created_ms, updated_ms) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, 'committed', 1, ?, 'default', ?, ?)"] * len(rows))
+                + " ON CONFLICT(key) DO NOTHING",
+                firings,
+            )
+            db.execute("COMMIT")
+        elapsed = now_s() - t0
+        [(stored,)] = db.execute("SELECT count(*) FROM firings").fetchall()
+        db.close()
+    assert stored == n, f"{stored} of {n} firings stored"
+    return {"rate": n / elapsed}
+
+
+def _stored_rule(schedule: str, tmp: Path) -> str:
+    """The rule column schedd stores for a schedule of one config table's body."""
+    from schedd.config import parse_config
+    from schedd.store.rows import spec_text
+
+    text = f'[daemon]\nstate_dir = "{tmp}"\n[schedules.s]\n{schedule}\n'
+    config = parse_config(text, base_dir=tmp)
+    return spec_text(config.schedules[0]).rule
 
 
 #: A spec hash as long as schedd's (SHA-256 in hex), computed by nobody.
@@ -283,6 +353,26 @@ def pool_duties(n: int, workers: int = 2) -> dict[str, Any]:
     return _rows_stored_beside(n, runs)
 
 
+def spawn_duties(n: int, parallel: int = 2) -> dict[str, Any]:
+    """What DESIGN asks of every command run, done by the leanest loop we could write, with
+    nothing else of schedd around it: ``/bin/true`` ``parallel`` at a time, each the leader of
+    a session of its own (so its group can be killed), stdin from ``/dev/null``, stdout and
+    stderr on one pipe read from the loop to its end, its environment the allow-list's
+    variables and the firing's, its exit watched by a pidfd on the loop, its identity read from
+    ``/proc`` and appended to a journal file (what recovery needs to kill the right group
+    after a crash), reaped with ``wait4``, a line at its start and end at ``info`` through
+    schedd's log handler into a file, and its rows stored beside it as in
+    :func:`pipe_with_rows`. No tickets, lanes, supervision, timeouts, retries, metrics or
+    tasks per run."""
+
+    def runs(tmp: Path, stored: Callable[[int], None]) -> float:
+        with open(tmp / "schedd.log", "w") as log_file:
+            setup_logging("info", "text", log_file)
+            return asyncio.run(_command_duties(n, parallel, tmp / "spawns", stored))
+
+    return _rows_stored_beside(n, runs)
+
+
 def _rows_stored_beside(
     n: int, runs: Callable[[Path, Callable[[int], None]], float]
 ) -> dict[str, Any]:
@@ -337,13 +427,8 @@ async def _duties(n: int, workers: int, stored: Callable[[int], None]) -> float:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            i, key = remaining, f"p{remaining}@x"
-            env = {
-                "SCHEDD_IDEMPOTENCY_KEY": key,
-                "SCHEDD_SCHEDULED_FOR": AT,
-                "SCHEDD_ATTEMPT": "1",
-                "SCHEDD_SCHEDULE": f"p{i}",
-            }
+            i = remaining
+            key, env = _firing_vars(i)
             context = {
                 "idempotency_key": key,
                 "scheduled_for": AT,
@@ -369,6 +454,87 @@ async def _duties(n: int, workers: int, stored: Callable[[int], None]) -> float:
         sock.close()
         proc.wait()
     return started
+
+
+async def _command_duties(
+    n: int, parallel: int, journal_path: Path, stored: Callable[[int], None]
+) -> float:
+    """When the first command of :func:`spawn_duties` was spawned."""
+    log = logging.getLogger("schedd.attempt")
+    loop = asyncio.get_running_loop()
+    allowed = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "LOGNAME")
+    inherited = {name: os.environ[name] for name in allowed if name in os.environ}
+    journal = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    remaining = n
+
+    async def drive() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            i = remaining
+            key, firing = _firing_vars(i)
+            env = {**inherited, **firing}
+            proc = subprocess.Popen(  # noqa: ASYNC220 - blocks the loop as schedd's spawn does
+                ["/bin/true"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                close_fds=True,
+                start_new_session=True,
+            )
+            assert proc.stdout is not None
+            pidfd, out = os.pidfd_open(proc.pid), proc.stdout.fileno()
+            os.set_blocking(out, False)
+            ident = process_identity(proc.pid)
+            assert ident is not None, "unreaped: its /proc entry stays"
+            os.write(journal, f"{ident.pid} {ident.pgid} {ident.start_ticks}\n".encode())
+            log.info("run started: schedule=p%d key=%s attempt=1", i, key, extra={"key": key})
+            exited, eof = loop.create_future(), loop.create_future()
+            loop.add_reader(pidfd, _resolve, loop, pidfd, exited)
+            loop.add_reader(out, _read_to_end, loop, out, eof)
+            await exited
+            await eof
+            os.wait4(proc.pid, 0)  # noqa: ASYNC222 - it has exited: reaping does not block
+            os.close(pidfd)
+            proc.stdout.close()
+            log.info(
+                "run finished: schedule=p%d key=%s outcome=succeeded", i, key, extra={"key": key}
+            )
+            stored(i)
+
+    started = now_s()
+    await asyncio.gather(*(drive() for _ in range(parallel)))
+    os.close(journal)
+    return started
+
+
+def _resolve(loop: asyncio.AbstractEventLoop, fd: int, done: asyncio.Future[None]) -> None:
+    loop.remove_reader(fd)
+    done.set_result(None)
+
+
+def _read_to_end(loop: asyncio.AbstractEventLoop, fd: int, eof: asyncio.Future[None]) -> None:
+    """Read what the pipe holds (the output would go to the run's tail); resolve at its end."""
+    while True:
+        try:
+            if os.read(fd, 65536):
+                continue
+        except BlockingIOError:
+            return
+        _resolve(loop, fd, eof)
+        return
+
+
+def _firing_vars(i: int) -> tuple[str, dict[str, str]]:
+    """Firing ``i``'s key and the variables every run of it gets, as schedd sets them."""
+    key = f"p{i}@x"
+    return key, {
+        "SCHEDD_IDEMPOTENCY_KEY": key,
+        "SCHEDD_SCHEDULED_FOR": AT,
+        "SCHEDD_ATTEMPT": "1",
+        "SCHEDD_SCHEDULE": f"p{i}",
+    }
 
 
 def _answers(

@@ -97,6 +97,12 @@ def _pulse(n: dict[str, int], col: Col) -> list[Row]:
             floor=col("floor_schedd_rows", "rate"),
         ),
         Row(
+            "  floor=DESIGN's duties of a dispatch, the leanest Python",
+            "firings/s",
+            col("schedd_pulse", "rate"),
+            floor=col("floor_dispatch_duties", "rate"),
+        ),
+        Row(
             "6 status latency p99 during pulse",
             "ms",
             col("schedd_pulse", "status_p99_ms"),
@@ -273,6 +279,12 @@ def _execution(n: dict[str, int], col: Col) -> list[Row]:
             floor=col("floor_pool_duties", "rate"),
         ),
         command,
+        Row(
+            "  floor=DESIGN's duties of a command run, the leanest loop",
+            "tasks/s",
+            col("schedd_e2e_command", "rate"),
+            floor=col("floor_spawn_duties", "rate"),
+        ),
         Row(
             f"7 recovery, {n['pulse'] - 1:,} committed + 1 running",
             "s to READY",
