@@ -120,6 +120,10 @@ def schedd_firings(n: int, batch: int = 500) -> dict[str, Any]:
     return {"rate": n / elapsed}
 
 
+#: A dispatched firing's row in :func:`dispatch_duties`: eight values bound, the rest fixed.
+_FIRING_VALUES = "(?, ?, ?, ?, ?, 'committed', 1, ?, 'default', ?, ?)"
+
+
 def dispatch_duties(n: int, batch: int = 500) -> dict[str, Any]:
     """Scenario 1's duties floor: what DESIGN asks of dispatching each firing of a pulse, done
     with the leanest Python we could write around schedd's own tables. N one-shot schedules
@@ -167,7 +171,7 @@ def dispatch_duties(n: int, batch: int = 500) -> dict[str, Any]:
             db.execute(
                 "INSERT INTO firings (key, schedule_id, schedule, scheduled_for_ms, due_ms,"
                 " state, attempt, payload_id, lane, created_ms, updated_ms) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, 'committed', 1, ?, 'default', ?, ?)"] * len(rows))
+                + ", ".join([_FIRING_VALUES] * (len(firings) // 8))
                 + " ON CONFLICT(key) DO NOTHING",
                 firings,
             )
