@@ -363,8 +363,8 @@ def spawn_duties(n: int, parallel: int = 2) -> dict[str, Any]:
     a session of its own (so its group can be killed), stdin from ``/dev/null``, stdout and
     stderr on one pipe read from the loop to its end, its environment the allow-list's
     variables and the firing's, its exit watched by a pidfd on the loop, its identity read from
-    ``/proc`` and appended to a journal file (what recovery needs to kill the right group
-    after a crash), reaped with ``wait4``, a line at its start and end at ``info`` through
+    ``/proc`` and appended to schedd's spawn journal (what recovery needs to kill the right
+    group after a crash), reaped with ``wait4``, a line at its start and end at ``info`` through
     schedd's log handler into a file, and its rows stored beside it as in
     :func:`pipe_with_rows`. No tickets, lanes, supervision, timeouts, retries, metrics or
     tasks per run."""
@@ -464,11 +464,15 @@ async def _command_duties(
     n: int, parallel: int, journal_path: Path, stored: Callable[[int], None]
 ) -> float:
     """When the first command of :func:`spawn_duties` was spawned."""
+    from schedd.config.sections import WorkersConfig
+    from schedd.spawnlog import SpawnJournal
+    from schedd.workers.environment import build_env
+
     log = logging.getLogger("schedd.attempt")
     loop = asyncio.get_running_loop()
-    allowed = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "LOGNAME")
-    inherited = {name: os.environ[name] for name in allowed if name in os.environ}
-    journal = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    allow = WorkersConfig().env_allow
+    journal = SpawnJournal(journal_path)
+    journal.start()
     remaining = n
 
     async def drive() -> None:
@@ -477,7 +481,7 @@ async def _command_duties(
             remaining -= 1
             i = remaining
             key, firing = _firing_vars(i)
-            env = {**inherited, **firing}
+            env = build_env(inherited=os.environ, allow=allow, task_env={}, firing=firing)
             proc = subprocess.Popen(  # noqa: ASYNC220 - blocks the loop as schedd's spawn does
                 ["/bin/true"],
                 stdin=subprocess.DEVNULL,
@@ -492,7 +496,7 @@ async def _command_duties(
             os.set_blocking(out, False)
             ident = process_identity(proc.pid)
             assert ident is not None, "unreaped: its /proc entry stays"
-            os.write(journal, f"{ident.pid} {ident.pgid} {ident.start_ticks}\n".encode())
+            journal.spawned(ident)
             log.info("run started: schedule=p%d key=%s attempt=1", i, key, extra={"key": key})
             exited, eof = loop.create_future(), loop.create_future()
             loop.add_reader(pidfd, _resolve, loop, pidfd, exited)
@@ -506,10 +510,11 @@ async def _command_duties(
                 "run finished: schedule=p%d key=%s outcome=succeeded", i, key, extra={"key": key}
             )
             stored(i)
+            journal.recorded(ident)  # as once its row is committed (here: once handed over)
 
     started = now_s()
     await asyncio.gather(*(drive() for _ in range(parallel)))
-    os.close(journal)
+    journal.close()
     return started
 
 
