@@ -30,6 +30,7 @@ from bench.common import lateness_summary, now_s, request_line, sleep_s
 from schedd.logs import setup_logging
 from schedd.workers import pyworker
 from schedd.workers.procs import process_identity
+from schedd.workers.spawn import READ_CHUNK
 
 T = TypeVar("T")
 
@@ -527,7 +528,7 @@ def _read_to_end(loop: asyncio.AbstractEventLoop, fd: int, eof: asyncio.Future[N
     """Read what the pipe holds (the output would go to the run's tail); resolve at its end."""
     while True:
         try:
-            if os.read(fd, 65536):
+            if os.read(fd, READ_CHUNK):
                 continue
         except BlockingIOError:
             return
@@ -549,7 +550,7 @@ def _firing_vars(i: int) -> tuple[str, dict[str, str]]:
 def _answers(
     sock: socket.socket, reader: pyworker.FrameReader, inbox: asyncio.Queue[dict[str, Any]]
 ) -> None:
-    data = sock.recv(65536)
+    data = sock.recv(pyworker.READ_CHUNK)
     for message in reader.feed(data) if data else [{"type": "end of file"}]:
         inbox.put_nowait(message)
 
