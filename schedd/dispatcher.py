@@ -40,7 +40,7 @@ due, so after each refill and each pass it tells the runner how many are due wit
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from schedd import failpoints
@@ -69,7 +69,7 @@ PRESCALE_MS = 5_000
 class TicketSink(Protocol):
     """Where committed firings go (the runner); it also answers the overlap question."""
 
-    def submit(self, ticket: Ticket, as_of: ClockReading | None = None) -> None: ...
+    def submit(self, tickets: Sequence[Ticket], as_of: ClockReading | None = None) -> None: ...
 
     def active_count(self, schedule_id: int) -> int:
         """Firings of the schedule committed or running in this process (overlap asks)."""
@@ -228,8 +228,8 @@ class Dispatcher:
                 )
             else:
                 self._forget(sid)
+        self._runner.submit(tickets, as_of)
         for ticket in tickets:
-            self._runner.submit(ticket, as_of)
             self._events.changed(ticket.key, ticket.schedule)  # `runs wait KEY --state committed`
         for name in names:
             self._events.changed(None, name)
@@ -249,8 +249,8 @@ class Dispatcher:
         self.failing = None
         for due, fid in batch.not_due:  # the wall clock is behind: never early
             self._timer.arm(("r", fid), due)
+        self._runner.submit(batch.tickets, as_of)
         for ticket in batch.tickets:
-            self._runner.submit(ticket, as_of)
             self._events.changed(ticket.key, ticket.schedule)
 
     def _try_again(self, kind: str, ids: list[int], now: int, exc: Exception) -> None:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from schedd.aio import wait_first
 from schedd.attempt import Attempts
@@ -112,14 +112,15 @@ class Runner:
 
     # --- what the dispatcher and status see ------------------------------------------------
 
-    def submit(self, ticket: Ticket, as_of: ClockReading | None = None) -> None:
-        """A firing was committed: count it, and queue it (or leave it in the store);
-        ``as_of``: both clocks as read when it was decided (:meth:`ReadyQueues.offer`)."""
-        if ticket.schedule_id is not None:
-            self._active[ticket.schedule_id] += 1
-        if ticket.firing_id in self.ready.known:
-            return  # a page read it back between its commit and this call: held already
-        self.ready.offer(ticket, as_of)
+    def submit(self, tickets: Sequence[Ticket], as_of: ClockReading | None = None) -> None:
+        """Firings were committed: count them, and queue each (or leave it in the store);
+        ``as_of``: both clocks as read when they were decided (:meth:`ReadyQueues.offer`). A
+        whole commit's tickets at once, so free slots are looked for once, not per firing."""
+        active = self._active
+        for ticket in tickets:
+            if ticket.schedule_id is not None:
+                active[ticket.schedule_id] += 1
+        self.ready.offer(tickets, as_of)
         self._fill()
 
     def resume(self, spans: Iterable[ReadySpan], active: Mapping[int, int]) -> None:

@@ -58,7 +58,7 @@ async def submit(ops: AdminOps, args: Mapping[str, Any]) -> Any:
 def enqueue(v: DaemonView, rec: FiringRecord) -> None:
     """Hand a firing just stored to whoever starts it: the runner now, or the wake index later."""
     if rec.state is FiringState.COMMITTED:
-        v.runner.submit(rec.ticket())
+        v.runner.submit([rec.ticket()])
     elif rec.state is FiringState.SCHEDULED and rec.retry_at_ms is not None:
         v.dispatcher.retry_scheduled(rec.id, rec.retry_at_ms)
     v.events.changed(rec.key, rec.schedule)

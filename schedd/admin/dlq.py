@@ -96,7 +96,7 @@ async def retry(ops: AdminOps, args: Mapping[str, Any]) -> Any:
     firing = await _dead_firing(v.store, args)
     ticket = await v.store.requeue(firing.id, v.clock.wall_ms())
     requeued = await v.store.get_firing_by_id(ticket.firing_id)
-    v.runner.submit(ticket)
+    v.runner.submit([ticket])
     v.events.changed(ticket.key, ticket.schedule)
     return firing_json(requeued)
 

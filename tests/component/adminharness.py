@@ -47,8 +47,8 @@ class RecordingRunner:
     started: int = 0
     finished: int = 0
 
-    def submit(self, ticket: Ticket, as_of: ClockReading | None = None) -> None:
-        self.submitted.append(ticket)
+    def submit(self, tickets: Iterable[Ticket], as_of: ClockReading | None = None) -> None:
+        self.submitted.extend(tickets)
 
     def discard(self, removed: Iterable[FiringRef]) -> None:
         self.discarded.extend(f.id for f in removed)

@@ -9,7 +9,7 @@ not fire — no sleeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,10 @@ class Recorder:
     decided: list[ClockReading | None] = field(default_factory=list)
     prescaled: list[int] = field(default_factory=list)
 
-    def submit(self, ticket: Ticket, as_of: ClockReading | None = None) -> None:
-        self.fired.append((ticket, self.clock.wall_ms()))
-        self.decided.append(as_of)
+    def submit(self, tickets: Iterable[Ticket], as_of: ClockReading | None = None) -> None:
+        for ticket in tickets:
+            self.fired.append((ticket, self.clock.wall_ms()))
+            self.decided.append(as_of)
 
     def active_count(self, schedule_id: int) -> int:
         return 0
@@ -263,9 +264,9 @@ async def test_a_schedule_due_during_a_long_pulse_waits_for_one_batch_not_the_pu
         # Each committed firing costs 20 ms of (fake) time, as a slow commit would.
         submit = h.runner.submit
 
-        def slow_submit(ticket: Ticket, as_of: ClockReading | None = None) -> None:
-            submit(ticket, as_of)
-            h.clock.elapse(20)
+        def slow_submit(tickets: Sequence[Ticket], as_of: ClockReading | None = None) -> None:
+            submit(tickets, as_of)
+            h.clock.elapse(20 * len(tickets))
 
         monkeypatch.setattr(h.runner, "submit", slow_submit)
         await h.advance(EVERY)
@@ -297,9 +298,9 @@ async def test_an_urgent_lanes_schedule_is_committed_alone_ahead_of_a_pulse(
         h.dispatcher.on_committed = batches.append
         submit = h.runner.submit
 
-        def slow_submit(ticket: Ticket, as_of: ClockReading | None = None) -> None:
-            submit(ticket, as_of)
-            h.clock.elapse(20)  # each committed firing costs 20 ms, as a slow commit would
+        def slow_submit(tickets: Sequence[Ticket], as_of: ClockReading | None = None) -> None:
+            submit(tickets, as_of)
+            h.clock.elapse(20 * len(tickets))  # 20 ms per firing, as a slow commit would take
 
         monkeypatch.setattr(h.runner, "submit", slow_submit)
         await h.advance(EVERY)

@@ -196,13 +196,13 @@ async def test_a_reserved_slot_runs_critical_work_at_once_behind_a_bulk_backlog(
 ) -> None:
     b = await make_bench({"critical": Lane(reserved=1), "bulk": Lane()}, capacity=4)
     for i in range(50):
-        b.runner.submit(await b.adhoc(f"bulk-{i}", "bulk"))
+        b.runner.submit([await b.adhoc(f"bulk-{i}", "bulk")])
     assert (b.runner.busy, b.runner.queued) == (3, 47), "bulk never takes critical's slot"
     await b.eventually(lambda: b.attempts.started == 3, "three bulk firings start")
 
     for round_ in range(3):
         critical = await b.adhoc(f"critical-{round_}", "critical")
-        b.runner.submit(critical)
+        b.runner.submit([critical])
         assert b.runner.busy == 4, "critical starts at once, with 47 bulk firings ahead of it"
         await b.eventually(lambda t=critical: t in b.attempts.starts, "critical starts")
         b.attempts.release(critical)
@@ -221,8 +221,8 @@ async def test_saturated_lanes_share_the_slots_three_to_one_by_weight(
 ) -> None:
     b = await make_bench({"heavy": Lane(weight=3), "light": Lane(weight=1)}, capacity=4)
     for i in range(60):
-        b.runner.submit(await b.adhoc(f"light-{i}", "light"))
-        b.runner.submit(await b.adhoc(f"heavy-{i}", "heavy"))
+        b.runner.submit([await b.adhoc(f"light-{i}", "light")])
+        b.runner.submit([await b.adhoc(f"heavy-{i}", "heavy")])
     await b.eventually(lambda: b.attempts.started == 4, "the slots fill")
     while b.attempts.started < 40:
         started = b.attempts.started
@@ -237,8 +237,8 @@ async def test_an_unconfigured_lane_runs_in_default(
     make_bench: MakeBench,
 ) -> None:
     b = await make_bench({"critical": Lane(reserved=1)}, capacity=2)
-    b.runner.submit(await b.adhoc("a", "gone"))
-    b.runner.submit(await b.adhoc("b", "default"))
+    b.runner.submit([await b.adhoc("a", "gone")])
+    b.runner.submit([await b.adhoc("b", "default")])
     assert (b.runner.busy, b.runner.queued) == (1, 1), "one shared slot for default and 'gone'"
 
 
@@ -248,7 +248,7 @@ async def test_an_unconfigured_lane_runs_in_default(
 async def a_blocker(b: Bench) -> Ticket:
     """A run holding the only slot, started; the test releases it to free the slot."""
     blocker = await b.adhoc("blocker", "default")
-    b.runner.submit(blocker)
+    b.runner.submit([blocker])
     await b.eventually(lambda: b.attempts.started == 1, "the blocker starts")
     return blocker
 
@@ -256,7 +256,7 @@ async def a_blocker(b: Bench) -> Ticket:
 async def queued_behind_a_blocker(b: Bench, ticket: Ticket, wait_ms: int) -> None:
     """``ticket`` waits ``wait_ms`` in the queue behind a run holding the only slot, then starts."""
     blocker = await a_blocker(b)
-    b.runner.submit(ticket)
+    b.runner.submit([ticket])
     b.clock.advance(wait_ms)
     b.attempts.release(blocker)
 
@@ -294,10 +294,10 @@ async def test_a_wall_step_does_not_change_how_long_a_firing_waited(
     blocker = await a_blocker(b)
     decided = reading(b.clock)
     if not handed_after:
-        b.runner.submit(on_time)  # queued on time, it waits across the step
+        b.runner.submit([on_time])  # queued on time, it waits across the step
     b.clock.jump_wall(step_ms)
     if handed_after:
-        b.runner.submit(on_time, decided)  # decided before the step, handed over after it
+        b.runner.submit([on_time], decided)  # decided before the step, handed over after it
     b.clock.advance(GRACE)
     b.attempts.release(blocker)
     await b.eventually(
@@ -311,9 +311,9 @@ async def test_a_wall_step_while_a_firing_waits_in_the_store_is_no_wait(
     b = await make_bench(capacity=1, max_ready=1)
     blocker = await a_blocker(b)
     held = await b.occurrence("fire-once", T0)
-    b.runner.submit(held)  # the lane's one place in memory
+    b.runner.submit([held])  # the lane's one place in memory
     stored = await b.occurrence("skip", T0)
-    b.runner.submit(stored)  # no room: left in the store, read back when there is
+    b.runner.submit([stored])  # no room: left in the store, read back when there is
     assert held.firing_id in b.runner.ready.known
     assert stored.firing_id not in b.runner.ready.known
     b.clock.jump_wall(3_600_000)

@@ -146,8 +146,8 @@ class Rig:
         return [rec.id for rec, _ in made]
 
     async def submit(self, ids: list[int]) -> None:
-        for i in ids:
-            self.runner.submit((await self.store.get_firing_by_id(i)).ticket())
+        """Hand ``ids`` over in one call, as the dispatcher hands over a commit's firings."""
+        self.runner.submit([(await self.store.get_firing_by_id(i)).ticket() for i in ids])
 
 
 MakeRig = Callable[..., Awaitable[Rig]]
@@ -281,14 +281,28 @@ async def test_firings_committed_while_others_wait_in_the_store_queue_behind_the
     first = await rig.commit(10)
     await rig.submit(first)
     await rig.attempts.until(lambda: rig.attempts.started == 1, "the first starts")
-    assert rig.runner.ready.held == 4, "four held, five left in the store"
+    assert rig.runner.ready.held == 3, "four held (one of them started), six left in the store"
     rig.clock.advance(1)  # new keys
     later = await rig.commit(3)
     await rig.submit(later)
-    assert rig.runner.ready.held == 4, "room or not, a later firing waits behind the stored ones"
+    assert rig.runner.ready.held == 3, "room or not, a later firing waits behind the stored ones"
     rig.attempts.release_all()
     await rig.attempts.until(lambda: rig.attempts.finished == 13, "all ran")
     assert [t.firing_id for t in rig.attempts.starts] == first + later
+
+
+async def test_a_firing_handed_over_again_is_held_and_run_once(make_rig: MakeRig) -> None:
+    """A page may read a committed firing back before its own hand-over arrives; the second
+    sight of it, in the same batch or a later one, must not queue it twice."""
+    rig = await make_rig(max_ready=10, capacity=1, gated=True)
+    ids = await rig.commit(3)
+    await rig.submit([*ids, ids[0]])
+    await rig.attempts.until(lambda: rig.attempts.started == 1, "the first starts")
+    await rig.submit(ids[1:])
+    assert rig.runner.ready.held == 2, "three held once each, one of them started"
+    rig.attempts.release_all()
+    await rig.attempts.until(lambda: rig.attempts.finished == 3, "all ran")
+    assert [t.firing_id for t in rig.attempts.starts] == ids
 
 
 async def test_removed_firings_left_in_the_store_are_uncounted_and_never_start(
@@ -318,7 +332,7 @@ async def test_removed_firings_left_in_the_store_are_uncounted_and_never_start(
         ]
     )
     for rec, _ in made:
-        rig.runner.submit(rec.ticket())
+        rig.runner.submit([rec.ticket()])
     await rig.attempts.until(lambda: rig.attempts.started == 1, "the first starts")
     assert rig.runner.active_count(sched.id) == 100
 
