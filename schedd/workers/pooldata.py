@@ -65,7 +65,8 @@ class PoolStats:
     recycled: int
     #: Retired after idling above ``min_workers``.
     shrunk: int
-    #: Lost to a crash, a kill (timeout, stop, protocol) or an exit, and so replaced.
+    #: Lost to a crash, a kill (timeout, stop, protocol) or an exit: replaced when that left
+    #: the pool below ``min_workers``, else simply gone (a new one starts when a run needs it).
     replaced: int
     failed_starts: int
     protocol_errors: int
