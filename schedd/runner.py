@@ -116,6 +116,8 @@ class Runner:
         """Firings were committed: count them, and queue each (or leave it in the store);
         ``as_of``: both clocks as read when they were decided (:meth:`ReadyQueues.offer`). A
         whole commit's tickets at once, so free slots are looked for once, not per firing."""
+        if not tickets:  # a pass that committed nothing: no slot can have work now
+            return
         active = self._active
         for ticket in tickets:
             if ticket.schedule_id is not None:
