@@ -137,7 +137,8 @@ class ReadyQueues:
         waiting. One already held (a page read it back between its commit and this call) is
         not held twice. A whole batch at once: a pulse offers hundreds per commit, and most of
         them only widen a lane's stored range, so that case is checked first."""
-        wall, monotonic = as_of or reading(self._clock)
+        clocks = as_of or reading(self._clock)
+        wall, monotonic = clocks
         left_here, known = self._left, self.known
         stored = False
         for ticket in tickets:
@@ -148,7 +149,7 @@ class ReadyQueues:
             if left is None or left.first is None:
                 lane = self._lanes.lane_of(ticket.lane)
                 if not ticket.catchup and self._room(lane) > 0:
-                    self._hold(ticket, lane, (wall, monotonic))
+                    self._hold(ticket, lane, clocks)
                     continue
                 if left is None:
                     left = left_here[key] = _Range()
