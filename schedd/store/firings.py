@@ -50,58 +50,12 @@ from schedd.store.rows import (
     state_sql,
     transition,
 )
+from schedd.store.starts import RUN_FINISH, StartGroups, end_firing, run_end
 from schedd.store.writer import Conn
 
 #: The firings waiting for a time (``retry_at_ms``), as the partial index ``firings_wake`` spells
 #: it (SQLite uses a partial index only when the query repeats its WHERE clause).
 _WAKE_SQL = "state IN ('failed', 'scheduled') AND retry_at_ms IS NOT NULL"
-#: A run's end, as its row stores it: the columns, their values for a running row, and
-#: :func:`_run_end` for an ended one, so a run written whole and one ended later store the same.
-_END_COLS = (
-    "state",
-    "ended_ms",
-    "exit_code",
-    "signal",
-    "reason",
-    "output",
-    "output_bytes",
-    "output_truncated",
-)
-_RUN_FINISH = "UPDATE runs SET {} WHERE id = ? AND state = 'running' RETURNING id".format(
-    ", ".join(f"{col} = ?" for col in _END_COLS)
-)
-_START_COLS = ("firing_id", "schedule", "attempt", "pid", "pgid", "proc_start", "started_ms")
-_RUN_INSERT = "INSERT INTO runs ({}) VALUES ({}) RETURNING id".format(
-    ", ".join(_START_COLS + _END_COLS), marks(len(_START_COLS) + len(_END_COLS))
-)
-_RUNNING = ("running", None, None, None, None, None, 0, 0)
-
-
-def _run_end(finish: RunFinish) -> tuple[Any, ...]:
-    return (
-        finish.outcome,
-        finish.ended_ms,
-        finish.exit_code,
-        finish.signal,
-        finish.reason,
-        finish.output,
-        finish.output_bytes,
-        int(finish.output_truncated),
-    )
-
-
-async def _end_firing(conn: Conn, finish: RunFinish, *, via: FiringState | None = None) -> None:
-    """The firing's next state after its run: a crash counts, a retry keeps its time."""
-    await transition(
-        conn,
-        finish.firing_id,
-        finish.firing_state,
-        now_ms=finish.ended_ms,
-        reason=finish.firing_reason or finish.reason,
-        set_sql=", crashes = crashes + ?, retry_at_ms = ?",
-        set_args=(int(finish.crashed), finish.retry_at_ms),
-        via=via,
-    )
 
 
 class FiringsMixin(StoreMixin):
@@ -111,6 +65,8 @@ class FiringsMixin(StoreMixin):
     #: to a new body, so a purge empties this once it has committed (before any firing can
     #: refer to a new row: that takes a later commit).
     _bodies: SmallCache[int, str]
+    #: Runs' starts written together (:mod:`schedd.store.starts`).
+    _starts: StartGroups
 
     # --- payloads -------------------------------------------------------------------------
 
@@ -135,6 +91,7 @@ class FiringsMixin(StoreMixin):
 
     async def room_for_run(self) -> None:
         await self._behind_room()
+        await self._starts.room()
 
     async def start_run(
         self,
@@ -143,35 +100,14 @@ class FiringsMixin(StoreMixin):
         now_ms: int,
         ended: Callable[[], RunFinish | None] = not_ended,
     ) -> int:
-        async def unit(conn: Conn) -> int:
-            finish = ended()
-            if finish is None:
-                await transition(conn, ticket.firing_id, FiringState.RUNNING, now_ms=now_ms)
-            else:
-                await _end_firing(conn, finish, via=FiringState.RUNNING)
-            [(run_id,)] = await conn.execute_fetchall(
-                _RUN_INSERT,
-                (
-                    ticket.firing_id,
-                    ticket.schedule,
-                    ticket.attempt,
-                    process.pid if process else None,
-                    process.pgid if process else None,
-                    process.start_ticks if process else None,
-                    now_ms,
-                    *(_RUNNING if finish is None else _run_end(finish)),
-                ),
-            )
-            return int(run_id)
-
-        return await self._write(unit, behind=True)
+        return await self._starts.start(ticket, process, now_ms, ended)
 
     async def finish_run(self, run_id: int, finish: RunFinish) -> None:
         async def unit(conn: Conn) -> None:
-            ended = await conn.execute_fetchall(_RUN_FINISH, (*_run_end(finish), run_id))
+            ended = await conn.execute_fetchall(RUN_FINISH, (*run_end(finish), run_id))
             if not ended:
                 raise IllegalTransition(f"run {run_id} is not running")
-            await _end_firing(conn, finish)
+            await end_firing(conn, finish)
 
         await self._write(unit, behind=True)
 

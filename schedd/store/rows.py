@@ -195,6 +195,15 @@ _FROM_SQL = {
 }
 
 
+def transition_sql(first: FiringState, set_sql: str = "") -> str:
+    """:func:`transition`'s UPDATE for a move to ``first`` (or through it), binding the new
+    state, reason, time, ``set_sql``'s values and the id; alone, for many firings at once."""
+    return (
+        f"UPDATE firings SET state = ?, reason = ?, updated_ms = ?{set_sql}"
+        f" WHERE id = ? AND state IN ({_FROM_SQL[first] or 'NULL'})"
+    )
+
+
 async def transition(
     conn: Conn,
     firing_id: int,
@@ -216,8 +225,7 @@ async def transition(
     first = new if via is None else via
     assert via is None or can_transition(via, new), f"{via} -> {new}"
     changed = await conn.execute_fetchall(
-        f"UPDATE firings SET state = ?, reason = ?, updated_ms = ?{set_sql}"
-        f" WHERE id = ? AND state IN ({_FROM_SQL[first] or 'NULL'}) RETURNING id",
+        transition_sql(first, set_sql) + " RETURNING id",
         (new.value, reason, now_ms, *set_args, firing_id),
     )
     if not changed:

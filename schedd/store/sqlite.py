@@ -21,6 +21,7 @@ dead-letter queue), ``backlog.py`` (what operators see and trim of the unfinishe
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +39,7 @@ from schedd.store.ready import ReadyMixin
 from schedd.store.records import StoreInfo
 from schedd.store.schedules import SchedulesMixin
 from schedd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from schedd.store.starts import StartGroups
 from schedd.store.writer import Conn, GroupWriter
 
 log = logging.getLogger("schedd.store")
@@ -63,6 +65,7 @@ class SqliteStore(SchedulesMixin, IntakeMixin, FiringsMixin, BacklogMixin, Ready
         self._p: sqlite3.Connection | None = None
         self._writer: GroupWriter | None = None
         self._bodies = SmallCache[int, str]()
+        self._starts = StartGroups(functools.partial(self._write, behind=True))
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -93,8 +93,9 @@ class Conn:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._conn.execute(sql, params)
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self._conn.executemany(sql, rows)
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """The rows changed, summed over every row bound (aiosqlite hands back the cursor)."""
+        return self._conn.executemany(sql, rows).rowcount
 
 
 Unit = Callable[[Conn], Awaitable[Any]]
