@@ -100,14 +100,15 @@ def _end_args(finish: RunFinish) -> tuple[Any, ...]:
 async def end_firing(conn: Conn, finish: RunFinish, *, via: FiringState | None = None) -> None:
     """The firing's next state after its run (``via``: straight from ``committed``, for a run
     written whole)."""
+    _, reason, ended_ms, crashed, retry_at_ms = _end_args(finish)
     await transition(
         conn,
         finish.firing_id,
         finish.firing_state,
-        now_ms=finish.ended_ms,
-        reason=finish.firing_reason or finish.reason,
+        now_ms=ended_ms,
+        reason=reason,
         set_sql=_END_SET,
-        set_args=(int(finish.crashed), finish.retry_at_ms),
+        set_args=(crashed, retry_at_ms),
         via=via,
     )
 
