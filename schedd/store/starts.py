@@ -59,10 +59,8 @@ RUN_FINISH = "UPDATE runs SET {} WHERE id = ? AND state = 'running' RETURNING id
     ", ".join(f"{col} = ?" for col in END_COLS)
 )
 _START_COLS = ("firing_id", "schedule", "attempt", "pid", "pgid", "proc_start", "started_ms")
-_RUN_INSERT = "INSERT INTO runs ({}) VALUES ({})".format(
-    ", ".join(_START_COLS + END_COLS), marks(len(_START_COLS) + len(END_COLS))
-)
-_RUNS_INSERT = "INSERT INTO runs (id, {}) VALUES ({})".format(
+#: A run's row, its id given by this writer (see the module).
+_RUN_INSERT = "INSERT INTO runs (id, {}) VALUES ({})".format(
     ", ".join(_START_COLS + END_COLS), marks(1 + len(_START_COLS) + len(END_COLS))
 )
 _RUNNING = ("running", None, None, None, None, None, 0, 0)
@@ -205,7 +203,10 @@ async def _write_starts(conn: Conn, starts: Sequence[_Start]) -> list[int | Exce
         return list(range(first, first + len(starts)))
     await conn.execute("ROLLBACK TO starts")
     await conn.execute("RELEASE starts")
-    return [await _one_alone(conn, s, f) for s, f in zip(starts, finishes, strict=True)]
+    return [
+        await _one_alone(conn, first + i, start, finish)
+        for i, (start, finish) in enumerate(zip(starts, finishes, strict=True))
+    ]
 
 
 async def _all_at_once(
@@ -219,17 +220,20 @@ async def _all_at_once(
             running.append((FiringState.RUNNING.value, None, start.now_ms, fid))
         else:
             ended.append((*_end_args(finish), fid))
-        runs.append((first + i, *_run_values(start, finish)))
+        runs.append(_run_row(first + i, start, finish))
     moved = await conn.executemany(_TO_RUNNING, running) if running else 0
     moved += await conn.executemany(_ENDED_VIA_RUNNING, ended) if ended else 0
     if moved != len(starts):
         return False
-    await conn.executemany(_RUNS_INSERT, runs)
+    await conn.executemany(_RUN_INSERT, runs)
     return True
 
 
-async def _one_alone(conn: Conn, start: _Start, finish: RunFinish | None) -> int | Exception:
-    """Write one start in a savepoint of its own: its run id, or why it was refused."""
+async def _one_alone(
+    conn: Conn, run_id: int, start: _Start, finish: RunFinish | None
+) -> int | Exception:
+    """Write one start in a savepoint of its own as run ``run_id``; that id, or why it was
+    refused (a refused start leaves its id unused)."""
     await conn.execute("SAVEPOINT start")
     try:
         fid = start.ticket.firing_id
@@ -237,20 +241,19 @@ async def _one_alone(conn: Conn, start: _Start, finish: RunFinish | None) -> int
             await transition(conn, fid, FiringState.RUNNING, now_ms=start.now_ms)
         else:
             await end_firing(conn, finish, via=FiringState.RUNNING)
-        [(run_id,)] = await conn.execute_fetchall(
-            _RUN_INSERT + " RETURNING id", _run_values(start, finish)
-        )
+        await conn.execute(_RUN_INSERT, _run_row(run_id, start, finish))
     except Exception as exc:  # noqa: BLE001 - reported to this start's caller alone
         await conn.execute("ROLLBACK TO start")
         await conn.execute("RELEASE start")
         return exc
     await conn.execute("RELEASE start")
-    return int(run_id)
+    return run_id
 
 
-def _run_values(start: _Start, finish: RunFinish | None) -> tuple[Any, ...]:
+def _run_row(run_id: int, start: _Start, finish: RunFinish | None) -> tuple[Any, ...]:
     process = start.process
     return (
+        run_id,
         start.ticket.firing_id,
         start.ticket.schedule,
         start.ticket.attempt,
